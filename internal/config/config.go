@@ -1,0 +1,415 @@
+// Package config reads Felix's settings from the environment and from .env files.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+)
+
+// Config is every setting Felix reads. Load fills it; the zero value is not
+// usable.
+type Config struct {
+	DatabaseURL      string         // "" means SQLite at ./felix.db; see SQLitePath
+	TargetURL        *url.URL       // the image API's base URL, path prefix kept; nil when not required and unset
+	TargetPath       string         // path appended to TargetURL, starts with "/"
+	TargetKey        string         // secret sent to the target; "" sends none
+	TargetKeyHeader  string         // header carrying TargetKey; "Authorization" sends "Bearer <key>"
+	TargetTimeout    time.Duration  // how long one call to the target may take
+	ReservationGrace time.Duration  // orphaned calls are released TargetTimeout+ReservationGrace after they start
+	AdminToken       string         // bearer token for admin operations; "" disables them
+	Addr             string         // listen address, ":PORT"
+	MaxBodyBytes     int64          // largest accepted request body
+	MaxWidth         int            // largest accepted width
+	MaxHeight        int            // largest accepted height
+	MaxSteps         int            // largest accepted steps
+	MaxBatchSize     int            // largest accepted batch_size
+	ShutdownTimeout  time.Duration  // how long in-flight requests may take to finish on shutdown
+	StatsLocation    *time.Location // time zone of the daily statistics
+	InstanceID       string         // "" means the caller picks one (hostname:port)
+	LogLevel         slog.Level     // minimum level logged
+	LogFormat        string         // "text" or "json"
+	AutoMigrate      bool           // serve applies migrations at start
+}
+
+// Var describes one environment variable Felix reads.
+type Var struct {
+	Name    string // e.g. "TARGET_API_DOMAIN"
+	Default string // used when the variable is unset or empty; "" if none
+	Help    string // one line for --help and the README
+}
+
+// Vars lists every variable Load reads, in a stable order for --help and the
+// README. Load takes its defaults from here, so do not modify it.
+var Vars = []Var{
+	{"DATABASE_URL", "", "postgres://… for PostgreSQL, sqlite:PATH or file:PATH for SQLite; empty means SQLite at ./felix.db"},
+	{"TARGET_API_DOMAIN", "", "base URL of the image API, e.g. https://gpu.example.com (required by serve)"},
+	{"TARGET_API_PATH", "/api/generate", "path of the generate endpoint on the target"},
+	{"TARGET_API_KEY", "", "secret sent to the target; never logged or returned to clients"},
+	{"TARGET_API_KEY_HEADER", "Authorization", `header carrying TARGET_API_KEY; with Authorization it is sent as "Bearer <key>"`},
+	{"TARGET_TIMEOUT", "120s", "how long one call to the target may take (Go duration)"},
+	{"RESERVATION_GRACE", "30s", "orphaned calls are released TARGET_TIMEOUT plus this after they start"},
+	{"ADMIN_TOKEN", "", "bearer token for admin operations, at least 16 bytes (openssl rand -hex 32); empty disables them"},
+	{"PORT", "3000", "TCP port to listen on"},
+	{"MAX_BODY_BYTES", "1048576", "largest accepted request body, in bytes"},
+	{"MAX_WIDTH", "2048", "largest accepted width"},
+	{"MAX_HEIGHT", "2048", "largest accepted height"},
+	{"MAX_STEPS", "150", "largest accepted steps"},
+	{"MAX_BATCH_SIZE", "8", "largest accepted batch_size"},
+	{"SHUTDOWN_TIMEOUT", "30s", "how long in-flight requests may take to finish on shutdown"},
+	{"STATS_TIMEZONE", "UTC", "IANA time zone in which daily statistics are counted, e.g. Europe/Berlin"},
+	{"INSTANCE_ID", "", "name of this instance in the store; empty means hostname:port"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "text", "text or json"},
+	{"AUTO_MIGRATE", "true", "serve applies database migrations at start (true or false)"},
+}
+
+// envFiles are read from Load's dir, the first one winning.
+var envFiles = []string{".env.local", ".env"}
+
+// Load reads the settings. A variable comes from lookup (normally
+// os.LookupEnv) when lookup reports it as set, even to "", else from the file
+// .env.local in dir, else from .env in dir, else its default in Vars; an
+// empty value means the default. The files are parsed, never loaded: the
+// process environment is not modified. A missing file is fine; an unreadable
+// or malformed one is an error naming it.
+//
+// requireTarget makes TARGET_API_DOMAIN mandatory (serve); without it an
+// unset TARGET_API_DOMAIN leaves TargetURL nil.
+//
+// Every bad variable is reported at once: the error joins one sentence per
+// problem, each naming the variable and giving an example value.
+func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (Config, error) {
+	e := env{lookup: lookup}
+	for _, name := range envFiles {
+		vars, err := readEnvFile(filepath.Join(dir, name))
+		if err != nil {
+			e.errs = append(e.errs, err)
+		}
+		e.files = append(e.files, vars)
+	}
+	if len(e.errs) > 0 {
+		// Variables set in a broken file are unknown; checking the rest
+		// would only add misleading errors.
+		return Config{}, errors.Join(e.errs...)
+	}
+
+	c := Config{
+		DatabaseURL:      e.databaseURL(),
+		TargetURL:        e.targetURL(requireTarget),
+		TargetPath:       e.targetPath(),
+		TargetKey:        e.secret("TARGET_API_KEY"),
+		TargetKeyHeader:  e.headerName("TARGET_API_KEY_HEADER"),
+		TargetTimeout:    e.duration("TARGET_TIMEOUT", false),
+		ReservationGrace: e.duration("RESERVATION_GRACE", true),
+		AdminToken:       e.adminToken(),
+		Addr:             e.addr(),
+		MaxBodyBytes:     int64(e.positiveInt("MAX_BODY_BYTES")),
+		MaxWidth:         e.positiveInt("MAX_WIDTH"),
+		MaxHeight:        e.positiveInt("MAX_HEIGHT"),
+		MaxSteps:         e.positiveInt("MAX_STEPS"),
+		MaxBatchSize:     e.positiveInt("MAX_BATCH_SIZE"),
+		ShutdownTimeout:  e.duration("SHUTDOWN_TIMEOUT", false),
+		StatsLocation:    e.location("STATS_TIMEZONE"),
+		InstanceID:       e.get("INSTANCE_ID"),
+		LogLevel:         e.logLevel("LOG_LEVEL"),
+		LogFormat:        e.oneOf("LOG_FORMAT", "text", "json"),
+		AutoMigrate:      e.bool("AUTO_MIGRATE"),
+	}
+	if len(e.errs) > 0 {
+		return Config{}, errors.Join(e.errs...)
+	}
+	return c, nil
+}
+
+// TargetEndpoint returns the URL requests are forwarded to: TargetURL with
+// TargetPath appended, or "" when TargetURL is nil.
+func (c Config) TargetEndpoint() string {
+	if c.TargetURL == nil {
+		return ""
+	}
+	return strings.TrimSuffix(c.TargetURL.String(), "/") + c.TargetPath
+}
+
+// SQLitePath reports the SQLite file the store uses, or false when
+// DatabaseURL selects PostgreSQL.
+func (c Config) SQLitePath() (string, bool) {
+	return sqlitePath(c.DatabaseURL)
+}
+
+// LogValue keeps secrets out of logs: the target key and admin token are
+// shown only as set or unset, the database password is redacted.
+func (c Config) LogValue() slog.Value {
+	db := c.DatabaseURL
+	if u, err := url.Parse(db); err == nil && u.User != nil {
+		db = u.Redacted()
+	}
+	return slog.GroupValue(
+		slog.String("database", db),
+		slog.String("target", c.TargetEndpoint()),
+		slog.Bool("target_key_set", c.TargetKey != ""),
+		slog.String("target_key_header", c.TargetKeyHeader),
+		slog.Duration("target_timeout", c.TargetTimeout),
+		slog.Duration("reservation_grace", c.ReservationGrace),
+		slog.Bool("admin_token_set", c.AdminToken != ""),
+		slog.String("addr", c.Addr),
+		slog.String("instance_id", c.InstanceID),
+		slog.Bool("auto_migrate", c.AutoMigrate),
+	)
+}
+
+// defaultDatabase is the SQLite file used when DATABASE_URL is empty.
+const defaultDatabase = "felix.db"
+
+// sqlitePath returns the file named by a SQLite DATABASE_URL ("", sqlite:PATH
+// or file:PATH). "sqlite://x" and "sqlite:///x" mean x and /x, as in URLs.
+func sqlitePath(dbURL string) (string, bool) {
+	if dbURL == "" {
+		return defaultDatabase, true
+	}
+	for _, prefix := range []string{"sqlite:", "file:"} {
+		if len(dbURL) >= len(prefix) && strings.EqualFold(dbURL[:len(prefix)], prefix) {
+			path := dbURL[len(prefix):]
+			if after, ok := strings.CutPrefix(path, "//"); ok {
+				path = after
+			}
+			return path, true
+		}
+	}
+	return "", false
+}
+
+// readEnvFile parses one .env file. A missing file gives no variables.
+func readEnvFile(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	vars, err := godotenv.Parse(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a valid env file (%v): write one NAME=value per line, e.g. PORT=3000, or remove the file", path, err)
+	}
+	return vars, nil
+}
+
+// env looks variables up in order of precedence and collects the problems.
+type env struct {
+	lookup func(string) (string, bool)
+	files  []map[string]string // .env.local, .env
+	errs   []error
+}
+
+// get returns the value of name from the first source that sets it, or its
+// default when that value is empty.
+func (e *env) get(name string) string {
+	v, ok := e.lookup(name)
+	for _, vars := range e.files {
+		if ok {
+			break
+		}
+		v, ok = vars[name]
+	}
+	if v == "" {
+		v = defaultOf(name)
+	}
+	return v
+}
+
+// defaultOf returns the default of a variable listed in Vars.
+func defaultOf(name string) string {
+	for _, v := range Vars {
+		if v.Name == name {
+			return v.Default
+		}
+	}
+	panic("config: variable " + name + " is missing from Vars")
+}
+
+func (e *env) fail(format string, args ...any) {
+	e.errs = append(e.errs, fmt.Errorf(format, args...))
+}
+
+// databaseURL never repeats the value in its errors: it may hold a password.
+func (e *env) databaseURL() string {
+	const name = "DATABASE_URL"
+	const example = "use e.g. DATABASE_URL=postgres://felix:secret@localhost:5432/felix or DATABASE_URL=sqlite:/var/lib/felix/felix.db"
+	s := e.get(name)
+	if path, ok := sqlitePath(s); ok {
+		switch {
+		case path == "":
+			e.fail("%s names no SQLite file: %s", name, example)
+		case strings.ContainsAny(path, "?#"):
+			e.fail("%s has SQLite options after the file name, but Felix sets them itself: %s", name, example)
+		}
+		return s
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql"):
+		return s
+	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+		e.fail("%s is not a valid URL (percent-encode special characters in the password): %s", name, example)
+	case err == nil && u.Scheme != "":
+		e.fail("%s has the unsupported scheme %q: %s", name, u.Scheme, example)
+	default:
+		e.fail("%s is neither a PostgreSQL URL nor a SQLite file: %s", name, example)
+	}
+	return ""
+}
+
+func (e *env) targetURL(required bool) *url.URL {
+	const name = "TARGET_API_DOMAIN"
+	const example = "TARGET_API_DOMAIN=https://gpu.example.com"
+	s := e.get(name)
+	if s == "" {
+		if required {
+			e.fail("%s is not set: set it to the image API's base URL, e.g. %s", name, example)
+		}
+		return nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		e.fail("%s=%q is not an http or https URL with a host: use e.g. %s", name, s, example)
+	case u.User != nil:
+		// Not repeating the value: it holds a password.
+		e.fail("%s contains a user name or password: remove it and put the secret in TARGET_API_KEY, e.g. %s", name, example)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		e.fail("%s=%q has a query or fragment: use only a scheme, a host and an optional path prefix, e.g. %s", name, s, example)
+	default:
+		return u
+	}
+	return nil
+}
+
+func (e *env) targetPath() string {
+	const name = "TARGET_API_PATH"
+	s := e.get(name)
+	u, err := url.Parse(s)
+	if err != nil || !strings.HasPrefix(s, "/") || u.Host != "" || strings.ContainsAny(s, "?# ") || strings.ContainsFunc(s, isControl) {
+		e.fail("%s=%q is not a path starting with /: use e.g. %s=/api/generate", name, s, name)
+	}
+	return s
+}
+
+// secret checks a value sent in a header; its errors never repeat the value.
+func (e *env) secret(name string) string {
+	s := e.get(name)
+	if strings.ContainsFunc(s, isControl) {
+		e.fail("%s contains a line break or control character: set it to the key alone, e.g. %s=sk-0123456789abcdef", name, name)
+	}
+	return s
+}
+
+func (e *env) adminToken() string {
+	const name = "ADMIN_TOKEN"
+	s := e.get(name)
+	switch {
+	case strings.ContainsFunc(s, func(r rune) bool { return isControl(r) || r == ' ' }):
+		e.fail("%s contains a space or control character: generate one with `openssl rand -hex 32` and set %s to its output", name, name)
+	case s != "" && len(s) < 16:
+		e.fail("%s is shorter than 16 bytes: generate one with `openssl rand -hex 32` and set %s to its output", name, name)
+	}
+	return s
+}
+
+func (e *env) headerName(name string) string {
+	s := e.get(name)
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return !isTokenChar(r) }) {
+		e.fail("%s=%q is not a valid header name: use e.g. %s=X-API-Key", name, s, name)
+	}
+	return s
+}
+
+func (e *env) duration(name string, zeroOK bool) time.Duration {
+	s := e.get(name)
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		e.fail("%s=%q is not a duration: use e.g. %s=%s", name, s, name, defaultOf(name))
+	case d < 0 && zeroOK:
+		e.fail("%s=%q is negative: use e.g. %s=%s", name, s, name, defaultOf(name))
+	case d <= 0 && !zeroOK:
+		e.fail("%s=%q is not greater than zero: use e.g. %s=%s", name, s, name, defaultOf(name))
+	}
+	return d
+}
+
+func (e *env) positiveInt(name string) int {
+	s := e.get(name)
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		e.fail("%s=%q is not a positive whole number: use e.g. %s=%s", name, s, name, defaultOf(name))
+	}
+	return n
+}
+
+func (e *env) addr() string {
+	const name = "PORT"
+	s := e.get(name)
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		e.fail("%s=%q is not a TCP port from 1 to 65535: use e.g. %s=3000", name, s, name)
+	}
+	return ":" + strconv.Itoa(n)
+}
+
+func (e *env) location(name string) *time.Location {
+	s := e.get(name)
+	loc, err := time.LoadLocation(s)
+	if err != nil || s == "Local" {
+		e.fail("%s=%q is not an IANA time zone: use e.g. %s=Europe/Berlin", name, s, name)
+	}
+	return loc
+}
+
+func (e *env) logLevel(name string) slog.Level {
+	s := e.get(name)
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	l, ok := levels[strings.ToLower(s)]
+	if !ok {
+		e.fail("%s=%q is not debug, info, warn or error: use e.g. %s=info", name, s, name)
+	}
+	return l
+}
+
+func (e *env) oneOf(name string, choices ...string) string {
+	s := e.get(name)
+	for _, c := range choices {
+		if strings.EqualFold(s, c) {
+			return c
+		}
+	}
+	e.fail("%s=%q is not %s: use e.g. %s=%s", name, s, strings.Join(choices, " or "), name, choices[0])
+	return ""
+}
+
+func (e *env) bool(name string) bool {
+	s := e.get(name)
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		e.fail("%s=%q is not true or false: use e.g. %s=false", name, s, name)
+	}
+	return b
+}
+
+func isControl(r rune) bool { return r < ' ' || r == 0x7f }
+
+// isTokenChar reports whether r may appear in an HTTP header name (RFC 9110 tchar).
+func isTokenChar(r rune) bool {
+	return r < 0x7f && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+		strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+}

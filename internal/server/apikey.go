@@ -1,0 +1,151 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+// keyJSON is a key's statistics as the seed's clients know them.
+type keyJSON struct {
+	ID              int64     `json:"id"`
+	APIKey          string    `json:"apiKey"` // masked, except once at creation
+	Name            string    `json:"name"`
+	TotalCalls      int64     `json:"totalCalls"`
+	SuccessfulCalls int64     `json:"successfulCalls"`
+	RemainingCalls  int64     `json:"remainingCalls"`
+	ReservedCalls   int64     `json:"reservedCalls"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
+}
+
+func toKeyJSON(k quota.Key) keyJSON {
+	return keyJSON{
+		ID: k.ID, APIKey: k.Prefix + "…", Name: k.Name,
+		TotalCalls: k.TotalCalls, SuccessfulCalls: k.SuccessfulCalls, RemainingCalls: k.RemainingCalls, ReservedCalls: k.ReservedCalls,
+		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
+	}
+}
+
+// maxCalls bounds amounts an admin may set.
+const maxCalls = 1 << 53
+
+// getKey is GET /api/apikey?apiKey=K (or the key in a header).
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
+	key, err := clientKey(r, r.URL.Query().Get("apiKey"))
+	if err != nil {
+		return err
+	}
+	k, err := s.quota.Key(r.Context(), key)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toKeyJSON(k))
+	return nil
+}
+
+// adminBody reads and decodes an admin request body with only the
+// allowed fields.
+func (s *Server) adminBody(w http.ResponseWriter, r *http.Request, allowed ...string) (object, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	if err != nil {
+		return nil, err
+	}
+	obj, err := decodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	return obj, obj.only(allowed...)
+}
+
+// createKey is POST /api/apikey {apiKey?, initialRemainingCalls, name?}.
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
+	obj, err := s.adminBody(w, r, "apiKey", "initialRemainingCalls", "name")
+	if err != nil {
+		return err
+	}
+	key, err := obj.str("apiKey", 1<<10)
+	if err != nil {
+		return err
+	}
+	remaining, err := obj.requiredInt("initialRemainingCalls", 0, maxCalls)
+	if err != nil {
+		return err
+	}
+	name, err := obj.str("name", 200)
+	if err != nil {
+		return err
+	}
+	k, full, err := s.quota.CreateKey(r.Context(), key, name, remaining)
+	if err != nil {
+		return err
+	}
+	out := toKeyJSON(k)
+	out.APIKey = full
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+// setRemaining is PUT /api/apikey {apiKey, remainingCalls}.
+func (s *Server) setRemaining(w http.ResponseWriter, r *http.Request) error {
+	obj, err := s.adminBody(w, r, "apiKey", "remainingCalls")
+	if err != nil {
+		return err
+	}
+	key, err := obj.requiredStr("apiKey", 1<<10)
+	if err != nil {
+		return err
+	}
+	n, err := obj.requiredInt("remainingCalls", 0, maxCalls)
+	if err != nil {
+		return err
+	}
+	k, err := s.quota.SetRemaining(r.Context(), key, n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toKeyJSON(k))
+	return nil
+}
+
+// siteStats is GET /api/stats?days=N (default 30).
+func (s *Server) siteStats(w http.ResponseWriter, r *http.Request) error {
+	days := 30
+	if v := r.URL.Query().Get("days"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 3660 {
+			return badRequest("days must be an integer from 1 to 3660")
+		}
+		days = n
+	}
+	st, err := s.quota.SiteStats(r.Context(), days)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct {
+		TotalGenerations int64       `json:"totalGenerations"`
+		DailyGenerations int64       `json:"dailyGenerations"`
+		Days             []quota.Day `json:"days"`
+	}{st.TotalGenerations, st.DailyGenerations, st.Days})
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// readyz reports whether the store answers within two seconds.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.quota.Ping(ctx); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": "ok"})
+	return nil
+}

@@ -1,0 +1,85 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+// apiError is an error with the status and code the client sees. Its
+// message is a sentence meant for the client.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errorf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// badRequest is a 400 invalid_request that names the field and says why.
+func badRequest(format string, args ...any) *apiError {
+	return errorf(http.StatusBadRequest, "invalid_request", format, args...)
+}
+
+var (
+	errMissingKey = errorf(http.StatusUnauthorized, "invalid_api_key",
+		"missing API key: send it as Authorization: Bearer <key>, X-API-Key: <key> or the apiKey field")
+	errUnknownKey = errorf(http.StatusUnauthorized, "invalid_api_key", "unknown API key")
+)
+
+// toAPIError maps an error to what the client sees. Errors it does not
+// know are 500s whose cause is only logged.
+func toAPIError(err error) *apiError {
+	var ae *apiError
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &tooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", tooLarge.Limit)
+	case errors.Is(err, quota.ErrKeyNotFound):
+		return errorf(http.StatusNotFound, "key_not_found", "no such API key")
+	case errors.Is(err, quota.ErrKeyExists):
+		return errorf(http.StatusConflict, "key_exists", "an API key with this value exists already")
+	case errors.Is(err, quota.ErrExhausted):
+		return errorf(http.StatusTooManyRequests, "quota_exhausted", "this API key has no calls left: ask the operator to top it up")
+	case errors.Is(err, quota.ErrInvalidKeyFormat), errors.Is(err, quota.ErrInvalidAmount):
+		return badRequest("%s", err.Error())
+	case errors.Is(err, quota.ErrUnavailable):
+		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the usage store cannot be reached: the request was not forwarded and not charged; retry later")
+	}
+	return errorf(http.StatusInternalServerError, "internal_error", "internal error: see the server log for this request ID")
+}
+
+// writeError answers with the SPEC's error JSON, logging server-side causes.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	ae := toAPIError(err)
+	if ae.status >= 500 {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
+			slog.String("request_id", requestID(r.Context())), slog.Int("status", ae.status), slog.String("err", err.Error()))
+	}
+	if ae.status == http.StatusUnauthorized && ae.code == "admin_required" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="felix admin"`)
+	}
+	writeJSON(w, ae.status, struct {
+		Error string `json:"error"`
+		Code  string `json:"code"`
+	}{ae.msg, ae.code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

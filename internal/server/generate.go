@@ -1,0 +1,160 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+// call is the state of one forwarded generate request, shared by the
+// proxy's hooks through the outbound request's context.
+type call struct {
+	res       *quota.Reservation
+	requestID string
+	settleErr error // the target answered 2xx but the call could not be charged
+}
+
+// generate is POST /api/generate: decode → reserve → forward → settle or
+// release. The target's answer streams through; nothing is buffered.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
+	if s.endpoint == nil {
+		return errorf(http.StatusServiceUnavailable, "target_not_configured", "no target is configured: set TARGET_API_DOMAIN")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	if err != nil {
+		return err
+	}
+	req, err := decodeGenerate(body, s.opts.Limits)
+	if err != nil {
+		return err
+	}
+	key, err := clientKey(r, req.apiKey)
+	if err != nil {
+		return err
+	}
+	logNote(r.Context(), slog.Any("key", quota.Secret(key)))
+
+	res, err := s.quota.Reserve(r.Context(), key, 1, requestID(r.Context()))
+	if errors.Is(err, quota.ErrKeyNotFound) {
+		return errUnknownKey
+	} else if err != nil {
+		return err
+	}
+	c := &call{res: res, requestID: requestID(r.Context())}
+	out := r.WithContext(context.WithValue(r.Context(), callKey, c))
+	out.Body = io.NopCloser(bytes.NewReader(req.forward))
+	out.ContentLength = int64(len(req.forward))
+	s.proxy.ServeHTTP(w, out)
+	return nil
+}
+
+// clientKey finds the client's API key in Authorization: Bearer, X-API-Key
+// or the body, refusing two different ones.
+func clientKey(r *http.Request, fromBody string) (string, error) {
+	var key, from string
+	for _, c := range []struct{ name, value string }{
+		{"Authorization", bearerValue(r)},
+		{"X-API-Key", r.Header.Get("X-API-Key")},
+		{"apiKey", fromBody},
+	} {
+		switch {
+		case c.value == "":
+		case key == "":
+			key, from = c.value, c.name
+		case c.value != key:
+			return "", badRequest("the API key in %s differs from the one in %s: send one key", c.name, from)
+		}
+	}
+	if key == "" {
+		return "", errMissingKey
+	}
+	if err := quota.ValidateKey(key); err != nil {
+		return "", badRequest("%s", err.Error())
+	}
+	return key, nil
+}
+
+func bearerValue(r *http.Request) string {
+	v, _ := bearer(r)
+	return v
+}
+
+// rewrite points the outbound request at the target, with the target's
+// credentials instead of the client's.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	c := pr.In.Context().Value(callKey).(*call)
+	pr.Out.URL.Scheme = s.endpoint.Scheme
+	pr.Out.URL.Host = s.endpoint.Host
+	pr.Out.URL.Path = s.endpoint.Path
+	pr.Out.URL.RawPath = ""
+	pr.Out.Host = ""
+	h := pr.Out.Header
+	for _, name := range []string{"Authorization", "X-API-Key", "Cookie", "Proxy-Authorization"} {
+		h.Del(name)
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Request-ID", c.requestID)
+	if s.opts.TargetKey != "" {
+		if http.CanonicalHeaderKey(s.opts.TargetKeyHeader) == "Authorization" {
+			h.Set("Authorization", "Bearer "+string(s.opts.TargetKey))
+		} else {
+			h.Set(s.opts.TargetKeyHeader, string(s.opts.TargetKey))
+		}
+	}
+}
+
+// modifyResponse settles the call when the target's status line is 2xx,
+// before any of the body reaches the client, and releases it otherwise.
+// A 2xx that cannot be charged is not delivered (proxyError answers 503).
+func (s *Server) modifyResponse(resp *http.Response) error {
+	c := resp.Request.Context().Value(callKey).(*call)
+	resp.Header.Set("X-Request-ID", c.requestID)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		if err := c.res.Settle(resp.Request.Context(), resp.StatusCode); err != nil {
+			c.settleErr = err
+			return err
+		}
+		return nil
+	}
+	s.release(resp.Request.Context(), c, resp.StatusCode)
+	return nil
+}
+
+// proxyError answers when no usable response came from the target.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	c := r.Context().Value(callKey).(*call)
+	if c.settleErr != nil {
+		s.writeError(w, r, errorf(http.StatusServiceUnavailable, "store_unavailable",
+			"the target answered but the call could not be recorded, so it was not delivered and will not be charged: retry later"))
+		s.log.Error("settle failed", "request_id", c.requestID, "call", c.res.ID, "err", c.settleErr)
+		return
+	}
+	s.release(r.Context(), c, 0)
+	var netErr net.Error
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away; nobody is left to answer.
+		logNote(r.Context(), slog.String("outcome", "client_gone"))
+	case errors.As(err, &netErr) && netErr.Timeout():
+		s.writeError(w, r, errorf(http.StatusGatewayTimeout, "upstream_timeout",
+			"the target did not answer within %s; the call was not charged", s.opts.TargetTimeout))
+	default:
+		s.log.Warn("target unreachable", "request_id", c.requestID, "err", err)
+		s.writeError(w, r, errorf(http.StatusBadGateway, "upstream_unreachable",
+			"the target could not be reached; the call was not charged"))
+	}
+}
+
+func (s *Server) release(ctx context.Context, c *call, status int) {
+	if err := c.res.Release(ctx, status); err != nil {
+		// The call stays open and recovery releases it later.
+		s.log.Warn("release failed", "request_id", c.requestID, "call", c.res.ID, "err", err)
+	}
+}

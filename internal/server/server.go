@@ -1,0 +1,140 @@
+// Package server is Felix's HTTP layer: routes, the generate proxy, the
+// admin API, error JSON and middleware. It talks to quota.Service only,
+// never to a store.
+package server
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+// Options configure a Server.
+type Options struct {
+	Quota *quota.Service
+	// Target is the image API's base URL; TargetPath is appended to it.
+	Target     *url.URL
+	TargetPath string
+	// TargetKey is sent to the target in TargetKeyHeader ("Bearer <key>"
+	// when the header is Authorization).
+	TargetKey       quota.Secret
+	TargetKeyHeader string
+	// TargetTimeout bounds the wait for the target's response headers.
+	TargetTimeout time.Duration
+	// AdminToken guards the admin API; empty disables it.
+	AdminToken quota.Secret
+	Limits     Limits
+	// Pages serves the embedded web pages (/test); nil serves none.
+	Pages http.Handler
+	// Transport reaches the target; nil means one tuned for a single
+	// busy backend.
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+}
+
+// Server handles Felix's HTTP API.
+type Server struct {
+	quota    *quota.Service
+	endpoint *url.URL
+	opts     Options
+	proxy    *httputil.ReverseProxy
+	log      *slog.Logger
+	mux      *http.ServeMux
+}
+
+// New returns a Server. Zero limits get the defaults of the SPEC.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TargetPath == "" {
+		o.TargetPath = "/api/generate"
+	}
+	if o.TargetKeyHeader == "" {
+		o.TargetKeyHeader = "Authorization"
+	}
+	if o.TargetTimeout <= 0 {
+		o.TargetTimeout = 120 * time.Second
+	}
+	o.Limits = o.Limits.withDefaults()
+	if o.Transport == nil {
+		o.Transport = NewTransport(o.TargetTimeout)
+	}
+	s := &Server{quota: o.Quota, opts: o, log: o.Logger}
+	if o.Target != nil {
+		s.endpoint = o.Target.JoinPath(o.TargetPath)
+		if !strings.HasPrefix(s.endpoint.Path, "/") {
+			s.endpoint.Path = "/" + s.endpoint.Path
+		}
+	}
+	s.proxy = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      o.Transport,
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+	}
+	s.mux = s.routes()
+	return s
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBodyBytes <= 0 {
+		l.MaxBodyBytes = 1 << 20
+	}
+	if l.MaxWidth <= 0 {
+		l.MaxWidth = 2048
+	}
+	if l.MaxHeight <= 0 {
+		l.MaxHeight = 2048
+	}
+	if l.MaxSteps <= 0 {
+		l.MaxSteps = 150
+	}
+	if l.MaxBatchSize <= 0 {
+		l.MaxBatchSize = 8
+	}
+	return l
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// NewTransport returns the transport Felix uses to reach a target: enough
+// idle connections for hundreds of concurrent calls, and a timeout awaiting
+// the response headers (image generation happens before them).
+func NewTransport(timeout time.Duration) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+		// Pass the target's encoding through untouched instead of
+		// decompressing it in Felix.
+		DisableCompression: true,
+	}
+}
+
+// NewHTTPServer returns an http.Server for h with timeouts that cut off
+// slow clients but let long generations and large images stream.
+func NewHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}

@@ -1,0 +1,323 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+// SQLite is the embedded store: one file in WAL mode, a single writer
+// connection (SQLite allows one writer at a time; queuing in Go is cheaper
+// than SQLITE_BUSY retries) and a small pool of readers.
+type SQLite struct {
+	w, r  *sql.DB
+	stmts map[string]*sql.Stmt
+}
+
+var _ quota.Store = (*SQLite)(nil)
+
+// sqlitePragmas are applied to every connection. synchronous=FULL makes
+// each commit durable before Felix forwards the call it admits.
+var sqlitePragmas = []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(1)"}
+
+func openSQLiteDB(path string, conns int) (*sql.DB, error) {
+	q := url.Values{"_txlock": {"immediate"}}
+	for _, p := range sqlitePragmas {
+		q.Add("_pragma", p)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: sqlite %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
+	db.SetConnMaxLifetime(0)
+	return db, nil
+}
+
+// The writer's statements, prepared once.
+var sqliteStmts = map[string]string{
+	"reserve": `
+		UPDATE api_key_stats
+		SET reserved_calls = reserved_calls + ?1, total_calls = total_calls + 1, updated_at = ?2
+		WHERE key_hash = ?3 AND remaining_calls - reserved_calls >= ?1
+		RETURNING id`,
+	"insertCall": `
+		INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?)`,
+	"settleCall": `
+		UPDATE calls SET state = 'settled', status = ?, finished_at = ?
+		WHERE id = ? AND state = 'open' RETURNING key_id, cost`,
+	"chargeKey": `
+		UPDATE api_key_stats
+		SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1,
+		    successful_calls = successful_calls + 1, updated_at = ?2
+		WHERE id = ?3`,
+	"countDay": `
+		INSERT INTO daily_generations (day, generations) VALUES (?, 1)
+		ON CONFLICT (day) DO UPDATE SET generations = generations + 1`,
+	"releaseCall": `
+		UPDATE calls SET state = 'released', status = ?, finished_at = ?
+		WHERE id = ? AND state = 'open' RETURNING key_id, cost`,
+	"unreserve": `
+		UPDATE api_key_stats SET reserved_calls = reserved_calls - ?, updated_at = ? WHERE id = ?`,
+}
+
+// OpenSQLite opens (creating if needed) the database file at path.
+func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+	w, err := openSQLiteDB(path, 1)
+	if err != nil {
+		return nil, err
+	}
+	r, err := openSQLiteDB(path, 4)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	s := &SQLite{w: w, r: r, stmts: map[string]*sql.Stmt{}}
+	for name, q := range sqliteStmts {
+		if s.stmts[name], err = w.PrepareContext(ctx, q); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("store: sqlite %s: prepare %s: %w (run `felix migrate` first?)", path, name, err)
+		}
+	}
+	return s, nil
+}
+
+// Close closes both pools.
+func (s *SQLite) Close() error {
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	return errors.Join(s.w.Close(), s.r.Close())
+}
+
+// Ping checks that the file can be read.
+func (s *SQLite) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+const sqliteKeyColumns = `id, key_prefix, name, total_calls, successful_calls, remaining_calls, reserved_calls, created_at, updated_at`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanSQLiteKey(row scanner) (quota.Key, error) {
+	var (
+		k                quota.Key
+		created, updated int64
+	)
+	err := row.Scan(&k.ID, &k.Prefix, &k.Name, &k.TotalCalls, &k.SuccessfulCalls, &k.RemainingCalls, &k.ReservedCalls, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return k, quota.ErrKeyNotFound
+	}
+	k.CreatedAt, k.UpdatedAt = time.UnixMicro(created).UTC(), time.UnixMicro(updated).UTC()
+	return k, err
+}
+
+// CreateKey inserts a key; a duplicate hash is quota.ErrKeyExists.
+func (s *SQLite) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, error) {
+	k, err := scanSQLiteKey(s.w.QueryRowContext(ctx, `
+		INSERT INTO api_key_stats (key_hash, key_prefix, name, remaining_calls, created_at, updated_at)
+		VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (key_hash) DO NOTHING
+		RETURNING `+sqliteKeyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, micros(n.Now)))
+	if errors.Is(err, quota.ErrKeyNotFound) {
+		return quota.Key{}, quota.ErrKeyExists
+	}
+	return k, wrap("create key", err)
+}
+
+// KeyByHash returns a key's statistics.
+func (s *SQLite) KeyByHash(ctx context.Context, hash string) (quota.Key, error) {
+	k, err := scanSQLiteKey(s.r.QueryRowContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_key_stats WHERE key_hash = ?`, hash))
+	return k, wrap("key", err)
+}
+
+// SetRemaining sets remaining calls to max(n, reserved calls).
+func (s *SQLite) SetRemaining(ctx context.Context, hash string, n int64, now time.Time) (quota.Key, error) {
+	k, err := scanSQLiteKey(s.w.QueryRowContext(ctx, `
+		UPDATE api_key_stats SET remaining_calls = max(?2, reserved_calls), updated_at = ?3
+		WHERE key_hash = ?1
+		RETURNING `+sqliteKeyColumns, hash, n, micros(now)))
+	return k, wrap("set remaining", err)
+}
+
+// ListKeys lists keys newest first, filtered by prefix or name.
+func (s *SQLite) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key, error) {
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT `+sqliteKeyColumns+` FROM api_key_stats
+		WHERE ?1 = '' OR key_prefix LIKE ?1 || '%' ESCAPE '\' OR name LIKE '%' || ?1 || '%' ESCAPE '\'
+		ORDER BY id DESC LIMIT ?2 OFFSET ?3`, escapeLike(o.Search), o.Limit, o.Offset)
+	if err != nil {
+		return nil, wrap("list keys", err)
+	}
+	defer rows.Close()
+	var keys []quota.Key
+	for rows.Next() {
+		k, err := scanSQLiteKey(rows)
+		if err != nil {
+			return nil, wrap("list keys", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, wrap("list keys", rows.Err())
+}
+
+// inTx runs f in a write transaction (BEGIN IMMEDIATE) and commits it.
+func (s *SQLite) inTx(ctx context.Context, op string, f func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return wrap(op, err)
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return wrap(op, tx.Commit())
+}
+
+func (s *SQLite) stmt(ctx context.Context, tx *sql.Tx, name string) *sql.Stmt {
+	return tx.StmtContext(ctx, s.stmts[name])
+}
+
+// Reserve admits a call: the conditional update of the key and the insert
+// of the open call commit together or not at all.
+func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
+	var id int64
+	err := s.inTx(ctx, "reserve", func(tx *sql.Tx) error {
+		var keyID int64
+		err := s.stmt(ctx, tx, "reserve").QueryRowContext(ctx, c.Cost, micros(c.Start), c.KeyHash).Scan(&keyID)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotAdmitted
+		} else if err != nil {
+			return wrap("reserve", err)
+		}
+		res, err := s.stmt(ctx, tx, "insertCall").ExecContext(ctx, keyID, c.Cost, c.Owner, c.RequestID, micros(c.Start), micros(c.Deadline))
+		if err != nil {
+			return wrap("reserve", err)
+		}
+		id, err = res.LastInsertId()
+		return wrap("reserve", err)
+	})
+	if errors.Is(err, errNotAdmitted) {
+		// Not admitted: tell an unknown key from an exhausted one.
+		var exists bool
+		if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = ?)`, c.KeyHash).Scan(&exists); err != nil {
+			return 0, wrap("reserve", err)
+		}
+		if exists {
+			return 0, quota.ErrExhausted
+		}
+		return 0, quota.ErrKeyNotFound
+	}
+	return id, err
+}
+
+var errNotAdmitted = errors.New("not admitted")
+
+// Settle charges an open call, its key and its day in one transaction.
+func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
+	at := micros(o.At)
+	err := s.inTx(ctx, "settle", func(tx *sql.Tx) error {
+		var keyID, cost int64
+		err := s.stmt(ctx, tx, "settleCall").QueryRowContext(ctx, o.Status, at, callID).Scan(&keyID, &cost)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errNotAdmitted
+		} else if err != nil {
+			return wrap("settle", err)
+		}
+		if _, err := s.stmt(ctx, tx, "chargeKey").ExecContext(ctx, cost, at, keyID); err != nil {
+			return wrap("settle", err)
+		}
+		_, err = s.stmt(ctx, tx, "countDay").ExecContext(ctx, o.Day)
+		return wrap("settle", err)
+	})
+	if errors.Is(err, errNotAdmitted) {
+		var state string
+		if err := s.r.QueryRowContext(ctx, `SELECT state FROM calls WHERE id = ?`, callID).Scan(&state); err != nil {
+			return wrap("settle", err)
+		}
+		return settledState(callID, state)
+	}
+	return err
+}
+
+// Release frees an open call without charging it.
+func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) error {
+	at := micros(o.At)
+	return s.inTx(ctx, "release", func(tx *sql.Tx) error {
+		var keyID, cost int64
+		err := s.stmt(ctx, tx, "releaseCall").QueryRowContext(ctx, o.Status, at, callID).Scan(&keyID, &cost)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // resolved already
+		} else if err != nil {
+			return wrap("release", err)
+		}
+		_, err = s.stmt(ctx, tx, "unreserve").ExecContext(ctx, cost, at, keyID)
+		return wrap("release", err)
+	})
+}
+
+// releaseWhere releases the open calls that cond (with args after now)
+// selects and gives their keys back their holds, in one transaction.
+func (s *SQLite) releaseWhere(ctx context.Context, op string, now time.Time, cond string, args ...any) (int, error) {
+	at := micros(now)
+	n := 0
+	err := s.inTx(ctx, op, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `
+			UPDATE calls SET state = 'released', finished_at = ?1
+			WHERE state = 'open' AND `+cond+` RETURNING key_id, cost`, append([]any{at}, args...)...)
+		if err != nil {
+			return wrap(op, err)
+		}
+		held := map[int64]int64{}
+		for rows.Next() {
+			var keyID, cost int64
+			if err := rows.Scan(&keyID, &cost); err != nil {
+				rows.Close()
+				return wrap(op, err)
+			}
+			held[keyID] += cost
+			n++
+		}
+		if err := rows.Close(); err != nil {
+			return wrap(op, err)
+		}
+		for keyID, cost := range held {
+			if _, err := s.stmt(ctx, tx, "unreserve").ExecContext(ctx, cost, at, keyID); err != nil {
+				return wrap(op, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// ReleaseExpired releases open calls past their deadline.
+func (s *SQLite) ReleaseExpired(ctx context.Context, now time.Time) (int, error) {
+	return s.releaseWhere(ctx, "release expired", now, `deadline < ?1`)
+}
+
+// ReleaseOwner releases open calls of owner started before now.
+func (s *SQLite) ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error) {
+	return s.releaseWhere(ctx, "release owner", now, `owner = ?2 AND started_at < ?1`, owner)
+}
+
+// SiteStats returns the total of all days and the days from since on,
+// read in one statement so that they agree.
+func (s *SQLite) SiteStats(ctx context.Context, since string) (quota.SiteStats, error) {
+	rows, err := s.r.QueryContext(ctx, siteStatsQuery(`?1`, `d.day`), since)
+	if err != nil {
+		return quota.SiteStats{}, wrap("site stats", err)
+	}
+	defer rows.Close()
+	return scanSiteStats(rows)
+}

@@ -1,0 +1,122 @@
+// Package store implements quota.Store twice: embedded SQLite (the
+// default) and PostgreSQL through pgx. Both apply the same schema from
+// migrations embedded in the binary.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Kind names a store implementation.
+type Kind string
+
+// The store kinds.
+const (
+	SQLiteKind   Kind = "sqlite"
+	PostgresKind Kind = "postgres"
+)
+
+// Parse tells which store a DATABASE_URL selects and returns what that
+// store needs to open it: a connection string for PostgreSQL, a file path
+// for SQLite ("felix.db" when the URL is empty).
+func Parse(databaseURL string) (Kind, string, error) {
+	switch {
+	case databaseURL == "":
+		return SQLiteKind, "felix.db", nil
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		return PostgresKind, databaseURL, nil
+	case strings.HasPrefix(databaseURL, "sqlite:"):
+		return SQLiteKind, strings.TrimPrefix(strings.TrimPrefix(databaseURL, "sqlite:"), "//"), nil
+	case strings.HasPrefix(databaseURL, "file:"):
+		return SQLiteKind, strings.TrimPrefix(databaseURL, "file:"), nil
+	}
+	return "", "", fmt.Errorf("store: DATABASE_URL %q is neither postgres://… nor sqlite:PATH", databaseURL)
+}
+
+// Options tune a store. Zero values get defaults.
+type Options struct {
+	// MaxConns bounds the PostgreSQL pool (default: pgx's, 4 per core).
+	MaxConns int32
+}
+
+// Open opens the store a DATABASE_URL selects. It does not migrate.
+func Open(ctx context.Context, databaseURL string, o Options) (quota.Store, error) {
+	kind, dsn, err := Parse(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if kind == PostgresKind {
+		return OpenPostgres(ctx, dsn, o)
+	}
+	return OpenSQLite(ctx, dsn)
+}
+
+// Migrate applies every embedded migration not yet applied. On PostgreSQL
+// it holds an advisory lock, so instances starting together take turns.
+func Migrate(ctx context.Context, databaseURL string) error {
+	kind, dsn, err := Parse(databaseURL)
+	if err != nil {
+		return err
+	}
+	var (
+		db      *sql.DB
+		dialect goose.Dialect
+		opts    = []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
+	)
+	switch kind {
+	case PostgresKind:
+		cfg, err := pgxConfig(dsn)
+		if err != nil {
+			return err
+		}
+		db = stdlib.OpenDB(*cfg.ConnConfig)
+		dialect = goose.DialectPostgres
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return fmt.Errorf("store: migration lock: %w", err)
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	default:
+		if db, err = openSQLiteDB(dsn, 1); err != nil {
+			return err
+		}
+		dialect = goose.DialectSQLite3
+	}
+	defer db.Close()
+	sub, err := fs.Sub(migrations, "migrations/"+string(kind))
+	if err != nil {
+		return fmt.Errorf("store: migrations: %w", err)
+	}
+	p, err := goose.NewProvider(dialect, db, sub, opts...)
+	if err != nil {
+		return fmt.Errorf("store: migrations: %w", err)
+	}
+	// SQLite has no advisory lock: a second process migrating the same
+	// file at once gets SQLITE_BUSY, and simply tries again.
+	for attempt := 0; ; attempt++ {
+		_, err = p.Up(ctx)
+		if err == nil || kind != SQLiteKind || attempt == 50 || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("store: migrate %s: %w", kind, err)
+	}
+	return nil
+}

@@ -1,0 +1,297 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/store/storetest"
+)
+
+var t0 = time.Date(2026, 3, 1, 23, 59, 0, 0, time.UTC)
+
+func newKey(t *testing.T, s quota.Store, hash string, remaining int64) quota.Key {
+	t.Helper()
+	k, err := s.CreateKey(context.Background(), quota.NewKey{Hash: hash, Prefix: "fx_abc", Name: "n-" + hash, Remaining: remaining, Now: t0})
+	if err != nil {
+		t.Fatalf("CreateKey(%s): %v", hash, err)
+	}
+	return k
+}
+
+func call(hash string, owner string, start time.Time) quota.Call {
+	return quota.Call{KeyHash: hash, Cost: 1, Owner: owner, RequestID: "req", Start: start, Deadline: start.Add(time.Minute)}
+}
+
+func getKey(t *testing.T, s quota.Store, hash string) quota.Key {
+	t.Helper()
+	k, err := s.KeyByHash(context.Background(), hash)
+	if err != nil {
+		t.Fatalf("KeyByHash(%s): %v", hash, err)
+	}
+	return k
+}
+
+type counts struct{ total, successful, remaining, reserved int64 }
+
+func checkKey(t *testing.T, s quota.Store, hash string, want counts) {
+	t.Helper()
+	k := getKey(t, s, hash)
+	got := counts{k.TotalCalls, k.SuccessfulCalls, k.RemainingCalls, k.ReservedCalls}
+	if got != want {
+		t.Errorf("key %s: got (total, successful, remaining, reserved) = %v, want %v", hash, got, want)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		s := storetest.Open(t, url)
+		ctx := context.Background()
+		k := newKey(t, s, "h1", 10)
+		if k.ID == 0 || k.Prefix != "fx_abc" || k.Name != "n-h1" || k.RemainingCalls != 10 || !k.CreatedAt.Equal(t0) {
+			t.Errorf("CreateKey: got %+v", k)
+		}
+		if _, err := s.CreateKey(ctx, quota.NewKey{Hash: "h1", Remaining: 1, Now: t0}); !errors.Is(err, quota.ErrKeyExists) {
+			t.Errorf("duplicate CreateKey: got %v, want ErrKeyExists", err)
+		}
+		if _, err := s.KeyByHash(ctx, "nope"); !errors.Is(err, quota.ErrKeyNotFound) {
+			t.Errorf("KeyByHash(unknown): got %v, want ErrKeyNotFound", err)
+		}
+		later := t0.Add(time.Hour)
+		k, err := s.SetRemaining(ctx, "h1", 42, later)
+		if err != nil || k.RemainingCalls != 42 || !k.UpdatedAt.Equal(later) {
+			t.Errorf("SetRemaining: got %+v, %v; want 42 updated at %v", k, err, later)
+		}
+		if _, err := s.SetRemaining(ctx, "nope", 1, later); !errors.Is(err, quota.ErrKeyNotFound) {
+			t.Errorf("SetRemaining(unknown): got %v, want ErrKeyNotFound", err)
+		}
+		newKey(t, s, "h2", 0)
+		newKey(t, s, "h3", 0)
+		all, err := s.ListKeys(ctx, quota.ListOptions{Limit: 10})
+		if err != nil || len(all) != 3 || all[0].Name != "n-h3" {
+			t.Errorf("ListKeys: got %d keys (first %+v), %v; want 3, newest first", len(all), all, err)
+		}
+		page, err := s.ListKeys(ctx, quota.ListOptions{Limit: 1, Offset: 1})
+		if err != nil || len(page) != 1 || page[0].Name != "n-h2" {
+			t.Errorf("ListKeys page 2: got %+v, %v; want n-h2", page, err)
+		}
+		found, err := s.ListKeys(ctx, quota.ListOptions{Search: "H2", Limit: 10})
+		if err != nil || len(found) != 1 || found[0].Name != "n-h2" {
+			t.Errorf("ListKeys search: got %+v, %v; want n-h2", found, err)
+		}
+		none, err := s.ListKeys(ctx, quota.ListOptions{Search: "%", Limit: 10})
+		if err != nil || len(none) != 0 {
+			t.Errorf("ListKeys search %%: got %d keys, %v; want none (LIKE escaped)", len(none), err)
+		}
+	})
+}
+
+func TestReserveSettleRelease(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		s := storetest.Open(t, url)
+		ctx := context.Background()
+		newKey(t, s, "k", 2)
+		if _, err := s.Reserve(ctx, call("unknown", "a", t0)); !errors.Is(err, quota.ErrKeyNotFound) {
+			t.Fatalf("Reserve(unknown): got %v, want ErrKeyNotFound", err)
+		}
+		c1, err := s.Reserve(ctx, call("k", "a", t0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2, err := s.Reserve(ctx, call("k", "a", t0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Reserve(ctx, call("k", "a", t0)); !errors.Is(err, quota.ErrExhausted) {
+			t.Fatalf("third Reserve of 2: got %v, want ErrExhausted", err)
+		}
+		checkKey(t, s, "k", counts{total: 2, successful: 0, remaining: 2, reserved: 2})
+
+		day := quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}
+		if err := s.Settle(ctx, c1, day); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Settle(ctx, c1, day); err != nil {
+			t.Errorf("second Settle: got %v, want nil (idempotent)", err)
+		}
+		if err := s.Release(ctx, c1, quota.Outcome{Status: 500, At: t0}); err != nil {
+			t.Errorf("Release of settled call: got %v, want nil (no-op)", err)
+		}
+		checkKey(t, s, "k", counts{total: 2, successful: 1, remaining: 1, reserved: 1})
+
+		if err := s.Release(ctx, c2, quota.Outcome{Status: 503, At: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Settle(ctx, c2, day); !errors.Is(err, quota.ErrCallReleased) {
+			t.Errorf("Settle of released call: got %v, want ErrCallReleased", err)
+		}
+		checkKey(t, s, "k", counts{total: 2, successful: 1, remaining: 1, reserved: 0})
+
+		st, err := s.SiteStats(ctx, "2026-01-01")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.TotalGenerations != 1 || len(st.Days) != 1 || st.Days[0] != (quota.Day{Date: "2026-03-01", Generations: 1}) {
+			t.Errorf("SiteStats: got %+v, want total 1 on 2026-03-01", st)
+		}
+	})
+}
+
+// TestSetRemainingKeepsHolds: a set below the calls in flight is raised to
+// their number, so that remaining cannot go negative when they succeed.
+func TestSetRemainingKeepsHolds(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		s := storetest.Open(t, url)
+		ctx := context.Background()
+		newKey(t, s, "k", 5)
+		var ids []int64
+		for range 3 {
+			id, err := s.Reserve(ctx, call("k", "a", t0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		k, err := s.SetRemaining(ctx, "k", 1, t0)
+		if err != nil || k.RemainingCalls != 3 {
+			t.Fatalf("SetRemaining(1) with 3 in flight: got remaining %d, %v; want 3", k.RemainingCalls, err)
+		}
+		for _, id := range ids {
+			if err := s.Settle(ctx, id, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkKey(t, s, "k", counts{total: 3, successful: 3, remaining: 0, reserved: 0})
+	})
+}
+
+func TestReleaseOrphans(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		s := storetest.Open(t, url)
+		ctx := context.Background()
+		newKey(t, s, "k", 10)
+		newKey(t, s, "j", 10)
+		reserve := func(hash, owner string, start time.Time) int64 {
+			id, err := s.Reserve(ctx, call(hash, owner, start))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		old := reserve("k", "dead", t0)                      // deadline t0+1m
+		reserve("j", "dead", t0)                             // deadline t0+1m
+		live := reserve("k", "live", t0.Add(50*time.Second)) // deadline t0+1m50s
+		mine := reserve("j", "me", t0.Add(55*time.Second))   // deadline t0+1m55s
+		n, err := s.ReleaseExpired(ctx, t0.Add(61*time.Second))
+		if err != nil || n != 2 {
+			t.Fatalf("ReleaseExpired: got %d, %v; want 2", n, err)
+		}
+		if err := s.Settle(ctx, old, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); !errors.Is(err, quota.ErrCallReleased) {
+			t.Errorf("Settle of expired call: got %v, want ErrCallReleased", err)
+		}
+		n, err = s.ReleaseOwner(ctx, "me", t0.Add(56*time.Second))
+		if err != nil || n != 1 {
+			t.Fatalf("ReleaseOwner: got %d, %v; want 1", n, err)
+		}
+		if err := s.Settle(ctx, mine, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); !errors.Is(err, quota.ErrCallReleased) {
+			t.Errorf("Settle of owner-released call: got %v, want ErrCallReleased", err)
+		}
+		if err := s.Settle(ctx, live, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); err != nil {
+			t.Errorf("Settle of live call: %v", err)
+		}
+		checkKey(t, s, "k", counts{total: 2, successful: 1, remaining: 9, reserved: 0})
+		checkKey(t, s, "j", counts{total: 2, successful: 0, remaining: 10, reserved: 0})
+	})
+}
+
+// TestConcurrentReserve is invariant 1 at the store: N concurrent
+// reservations against R remaining admit exactly min(N, R).
+func TestConcurrentReserve(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		s := storetest.Open(t, url)
+		ctx := context.Background()
+		const n, r = 200, 50
+		newKey(t, s, "k", r)
+		var admitted, exhausted atomic.Int64
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				id, err := s.Reserve(ctx, call("k", "a", t0))
+				switch {
+				case errors.Is(err, quota.ErrExhausted):
+					exhausted.Add(1)
+				case err != nil:
+					t.Error(err)
+				default:
+					admitted.Add(1)
+					out := quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}
+					if i%2 == 0 {
+						err = s.Settle(ctx, id, out)
+					} else {
+						err = s.Release(ctx, id, out)
+					}
+					if err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		k := getKey(t, s, "k")
+		if admitted.Load()+exhausted.Load() != n || k.TotalCalls != admitted.Load() {
+			t.Errorf("admitted %d + exhausted %d, want %d; totalCalls %d", admitted.Load(), exhausted.Load(), n, k.TotalCalls)
+		}
+		if k.RemainingCalls+k.SuccessfulCalls != r || k.ReservedCalls != 0 || k.RemainingCalls < 0 {
+			t.Errorf("books: remaining %d + successful %d != %d (reserved %d)", k.RemainingCalls, k.SuccessfulCalls, r, k.ReservedCalls)
+		}
+		st, err := s.SiteStats(ctx, "2026-03-01")
+		if err != nil || st.TotalGenerations != k.SuccessfulCalls {
+			t.Errorf("site total %d, want successfulCalls %d (%v)", st.TotalGenerations, k.SuccessfulCalls, err)
+		}
+	})
+}
+
+func TestMigrateTwiceAndConcurrently(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, url string) {
+		var wg sync.WaitGroup
+		errs := make([]error, 4)
+		for i := range errs {
+			wg.Go(func() { errs[i] = store.Migrate(context.Background(), url) })
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("concurrent Migrate: %v", err)
+		}
+		if err := store.Migrate(context.Background(), url); err != nil {
+			t.Fatalf("Migrate again: %v", err)
+		}
+	})
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		kind store.Kind
+		dsn  string
+	}{
+		{"", store.SQLiteKind, "felix.db"},
+		{"sqlite:/tmp/x.db", store.SQLiteKind, "/tmp/x.db"},
+		{"sqlite:///tmp/x.db", store.SQLiteKind, "/tmp/x.db"},
+		{"file:x.db", store.SQLiteKind, "x.db"},
+		{"postgres://u@h/db", store.PostgresKind, "postgres://u@h/db"},
+		{"postgresql://u@h/db", store.PostgresKind, "postgresql://u@h/db"},
+	} {
+		kind, dsn, err := store.Parse(tc.url)
+		if err != nil || kind != tc.kind || dsn != tc.dsn {
+			t.Errorf("Parse(%q) = %q, %q, %v; want %q, %q", tc.url, kind, dsn, err, tc.kind, tc.dsn)
+		}
+	}
+	if _, _, err := store.Parse("mysql://x"); err == nil {
+		t.Error("Parse(mysql://x): got nil error")
+	}
+}

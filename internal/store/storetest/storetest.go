@@ -1,0 +1,102 @@
+// Package storetest gives tests fresh, isolated databases of both kinds.
+//
+// PostgreSQL tests run when FELIX_TEST_DATABASE_URL is set (e.g.
+// postgres://postgres@127.0.0.1:5432/test?sslmode=disable); each call gets
+// its own schema, dropped when the test ends. Without the variable they
+// are skipped, except when CI is set: then they fail, so that a missing
+// database can never pass unnoticed.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/store"
+)
+
+// EnvURL names the variable holding the PostgreSQL server for tests.
+const EnvURL = "FELIX_TEST_DATABASE_URL"
+
+// Kinds lists the store kinds every store test runs against.
+var Kinds = []store.Kind{store.SQLiteKind, store.PostgresKind}
+
+// Each runs f as a subtest once per store kind with a fresh database URL.
+func Each(t *testing.T, f func(t *testing.T, databaseURL string)) {
+	t.Helper()
+	for _, kind := range Kinds {
+		t.Run(string(kind), func(t *testing.T) { f(t, URL(t, kind)) })
+	}
+}
+
+// URL returns the DATABASE_URL of a fresh, empty, unmigrated database.
+func URL(t testing.TB, kind store.Kind) string {
+	t.Helper()
+	if kind == store.SQLiteKind {
+		return "sqlite:" + filepath.Join(t.TempDir(), "felix.db")
+	}
+	return postgresURL(t)
+}
+
+// Open migrates databaseURL and opens it; the store closes when t ends.
+func Open(t testing.TB, databaseURL string) quota.Store {
+	t.Helper()
+	ctx := context.Background()
+	if err := store.Migrate(ctx, databaseURL); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(ctx, databaseURL, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func postgresURL(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv(EnvURL)
+	if base == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not set: PostgreSQL tests must run in CI (e.g. %s=postgres://postgres@127.0.0.1:5432/test?sslmode=disable)", EnvURL, EnvURL)
+		}
+		t.Skipf("%s is not set: skipping PostgreSQL", EnvURL)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s: %v (is the server running?)", EnvURL, err)
+	}
+	defer conn.Close(ctx)
+	schema := "felix_test_" + strings.ToLower(rand.Text()[:12])
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatalf("create test schema: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop test schema: %v", err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop test schema: %v", err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("%s: %v", EnvURL, err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return fmt.Sprint(u)
+}
