@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/config"
+	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/server"
+	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/web"
+)
+
+func serveCmd(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "serve", "[--addr host:port] [--no-migrate]",
+		"Run the gateway: POST /api/generate, the key API, /api/stats, /test, /healthz, /readyz.\nStops gracefully on SIGTERM or Ctrl+C: in-flight calls finish and are settled.", allVars())
+	addr := fs.String("addr", "", "listen address, e.g. 127.0.0.1:8080 (overrides PORT)")
+	noMigrate := fs.Bool("no-migrate", false, "do not apply migrations at start (same as AUTO_MIGRATE=false)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(e, true)
+	if err != nil {
+		return err
+	}
+	if *addr != "" {
+		cfg.Addr = *addr
+	}
+	log := newLogger(cfg, e.stderr)
+	if cfg.AutoMigrate && !*noMigrate {
+		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+			return err
+		}
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// Listen before releasing this instance's old calls: holding the
+	// address proves the previous process of the same name is gone.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (set PORT or --addr to a free port)", cfg.Addr, err)
+	}
+	if cfg.InstanceID == "" {
+		host, _ := os.Hostname()
+		cfg.InstanceID = host + ":" + portOf(ln.Addr())
+	}
+	svc := newService(cfg, st, log)
+	if n, err := svc.ReleaseOwned(ctx); err != nil {
+		log.Warn("could not release this instance's orphaned calls; recovery will", "err", err)
+	} else if n > 0 {
+		log.Info("released calls left open by this instance's previous run", "calls", n)
+	}
+	log.Info("felix listening", "addr", ln.Addr().String(), "config", cfg)
+	return serveOn(ctx, ln, cfg, svc, log)
+}
+
+// loadConfig reads the configuration, prefixing its errors helpfully.
+func loadConfig(e env, requireTarget bool) (config.Config, error) {
+	cfg, err := config.Load(e.lookup, e.dir, requireTarget)
+	if err != nil {
+		return cfg, fmt.Errorf("configuration:\n%w\n(see 'felix serve --help' for every variable)", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func newService(cfg config.Config, st quota.Store, log *slog.Logger) *quota.Service {
+	return quota.NewService(quota.Options{
+		Store:    st,
+		Owner:    cfg.InstanceID,
+		Hold:     cfg.TargetTimeout + cfg.ReservationGrace,
+		Location: cfg.StatsLocation,
+		Logger:   log,
+	})
+}
+
+// serveOn serves Felix on ln until ctx ends, then drains: it stops
+// accepting, lets in-flight calls finish and settle for up to
+// SHUTDOWN_TIMEOUT, and returns.
+func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota.Service, log *slog.Logger) error {
+	h := server.New(server.Options{
+		Quota:           svc,
+		Target:          cfg.TargetURL,
+		TargetPath:      cfg.TargetPath,
+		TargetKey:       quota.Secret(cfg.TargetKey),
+		TargetKeyHeader: cfg.TargetKeyHeader,
+		TargetTimeout:   cfg.TargetTimeout,
+		AdminToken:      quota.Secret(cfg.AdminToken),
+		Limits: server.Limits{
+			MaxBodyBytes: cfg.MaxBodyBytes, MaxWidth: cfg.MaxWidth, MaxHeight: cfg.MaxHeight,
+			MaxSteps: cfg.MaxSteps, MaxBatchSize: cfg.MaxBatchSize,
+		},
+		Pages:  web.Handler(),
+		Logger: log,
+	})
+	hs := server.NewHTTPServer(cfg.Addr, h, log)
+
+	recovery, stopRecovery := context.WithCancel(context.Background())
+	defer stopRecovery()
+	go svc.RunRecovery(recovery, recoveryInterval(cfg.TargetTimeout+cfg.ReservationGrace))
+
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
+	drain, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(drain); err != nil {
+		// Cut the rest off: their calls are released (not charged) as
+		// their target requests are cancelled.
+		log.Warn("drain timed out; closing remaining connections", "err", err)
+		hs.Close()
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// recoveryInterval is how often expired calls are looked for: a twentieth
+// of the hold, between 1 and 10 seconds.
+func recoveryInterval(hold time.Duration) time.Duration {
+	return min(max(hold/20, time.Second), 10*time.Second)
+}
+
+func portOf(a net.Addr) string {
+	_, port, _ := net.SplitHostPort(a.String())
+	return port
+}
+
+func allVars() []string {
+	names := make([]string, len(config.Vars))
+	for i, v := range config.Vars {
+		names[i] = v.Name
+	}
+	return names
+}
+
+func printVars(w io.Writer, names []string) {
+	for _, name := range names {
+		for _, v := range config.Vars {
+			if v.Name == name {
+				def := ""
+				if v.Default != "" {
+					def = " (default " + v.Default + ")"
+				}
+				fmt.Fprintf(w, "  %-22s %s%s\n", v.Name, v.Help, def)
+			}
+		}
+	}
+}
+
+func migrateCmd(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "migrate", "", "Apply the database migrations embedded in the binary, then exit.\nSafe to run from several instances at once on PostgreSQL (they take turns).", []string{"DATABASE_URL"})
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(e, false)
+	if err != nil {
+		return err
+	}
+	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	kind, _, _ := store.Parse(cfg.DatabaseURL)
+	fmt.Fprintf(e.stdout, "migrations applied (%s)\n", kind)
+	return nil
+}
