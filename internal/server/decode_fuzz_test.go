@@ -1,0 +1,119 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/felix-gateway/felix/internal/quota"
+)
+
+var fuzzLimits = Limits{MaxBodyBytes: 1 << 20, MaxWidth: 2048, MaxHeight: 2048, MaxSteps: 150, MaxBatchSize: 8}
+
+// FuzzDecodeGenerate: the generate decoder never panics, and what it
+// accepts is forwarded as one JSON object with a non-empty prompt, sizes
+// within the limits, no apiKey, and every other field unchanged.
+func FuzzDecodeGenerate(f *testing.F) {
+	for _, s := range []string{
+		`{"apiKey":"k","prompt":"a cat","width":512,"height":512,"steps":20,"batch_size":1,"model":"default"}`,
+		`{"prompt":"x","extra":{"nested":[1,2,{"a":null}]},"cfg_scale":7.5}`,
+		`{"prompt":"<b>&</b>","width":null}`,
+		`{"prompt":"a","prompt":""}`,
+		`{"prompt":"\u00e9\ud83d\ude00","seed":-1}`,
+		`[]`, `null`, `{"prompt":1e999}`, `{"prompt":"a"} x`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeGenerate(body, fuzzLimits)
+		if err != nil {
+			if _, ok := err.(*apiError); !ok {
+				t.Fatalf("error %v is not an apiError", err)
+			}
+			return
+		}
+		var in, out map[string]json.RawMessage
+		if err := json.Unmarshal(body, &in); err != nil {
+			t.Fatalf("accepted a body encoding/json refuses: %v", err)
+		}
+		if err := json.Unmarshal(req.forward, &out); err != nil {
+			t.Fatalf("forwarded body is not a JSON object: %v (%q)", err, req.forward)
+		}
+		if _, ok := out["apiKey"]; ok {
+			t.Fatal("apiKey forwarded")
+		}
+		var prompt string
+		if json.Unmarshal(out["prompt"], &prompt) != nil || strings.TrimSpace(prompt) == "" {
+			t.Fatalf("forwarded prompt %s", out["prompt"])
+		}
+		if req.batch < 1 || req.batch > int64(fuzzLimits.MaxBatchSize) {
+			t.Fatalf("batch %d out of limits", req.batch)
+		}
+		delete(in, "apiKey")
+		if len(in) != len(out) {
+			t.Fatalf("forwarded %d fields, want %d", len(out), len(in))
+		}
+		for k, v := range in {
+			var a, b bytes.Buffer
+			json.Compact(&a, v)
+			json.Compact(&b, out[k])
+			if a.String() != b.String() {
+				t.Fatalf("field %q changed: %s → %s", k, a.String(), b.String())
+			}
+		}
+	})
+}
+
+// FuzzAdminBody: the admin decoders never panic and accept only what
+// they promise.
+func FuzzAdminBody(f *testing.F) {
+	for _, s := range []string{
+		`{"apiKey":"k","initialRemainingCalls":100}`, `{"initialRemainingCalls":0,"name":"ops"}`,
+		`{"apiKey":"k","remainingCalls":-1}`, `{"remainingCalls":9007199254740993}`, `{"x":1}`, `{}`, `1`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		obj, err := decodeObject(body)
+		if err != nil {
+			return
+		}
+		if obj.only("apiKey", "initialRemainingCalls", "name") != nil {
+			return
+		}
+		n, err := obj.requiredInt("initialRemainingCalls", 0, maxCalls)
+		if err == nil && (n < 0 || n > maxCalls) {
+			t.Fatalf("accepted %d", n)
+		}
+		if name, err := obj.str("name", 200); err == nil && len(name) > 200 {
+			t.Fatalf("accepted a name of %d bytes", len(name))
+		}
+	})
+}
+
+// FuzzClientKey: key extraction never panics, and a key it returns is one
+// the client sent and that quota accepts.
+func FuzzClientKey(f *testing.F) {
+	f.Add("Bearer fx_abc", "", "")
+	f.Add("", "key-1", "key-1")
+	f.Add("bearer  spaced ", "x", "")
+	f.Add("Basic abc", "", "bad\x01")
+	f.Fuzz(func(t *testing.T, authorization, header, body string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", authorization)
+		r.Header.Set("X-API-Key", header)
+		key, err := clientKey(r, body)
+		if err != nil {
+			return
+		}
+		if quota.ValidateKey(key) != nil || !utf8.ValidString(key) {
+			t.Fatalf("returned invalid key %q", key)
+		}
+		if key != body && key != r.Header.Get("X-API-Key") && !strings.Contains(r.Header.Get("Authorization"), key) {
+			t.Fatalf("returned key %q the client did not send", key)
+		}
+	})
+}
