@@ -79,9 +79,13 @@ func newFelixOn(t *testing.T, databaseURL string, tg *target, configure ...func(
 	for _, c := range configure {
 		c(&o)
 	}
-	srv := httptest.NewServer(server.New(o))
+	return &felix{t: t, url: httptestServer(t, server.New(o)), target: tg, quota: svc, store: st}
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &felix{t: t, url: srv.URL, target: tg, quota: svc, store: st}
+	return srv.URL
 }
 
 func newFelix(t *testing.T, databaseURL string, configure ...func(*server.Options)) *felix {

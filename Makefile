@@ -1,0 +1,41 @@
+# Felix's everyday commands. `make help` lists them.
+GO ?= go
+BIN ?= bin/felix
+
+.PHONY: help dev build start migrate demo test test-pg fuzz bench reliability ci
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+dev: ## run the gateway from source with debug logs (reads .env / .env.local)
+	LOG_LEVEL=debug $(GO) run ./cmd/felix serve
+
+build: ## build the binary into bin/felix
+	$(GO) build -trimpath -o $(BIN) ./cmd/felix
+
+start: build ## build, then run the gateway
+	./$(BIN) serve
+
+migrate: ## apply the database migrations
+	$(GO) run ./cmd/felix migrate
+
+demo: ## run Felix with zero configuration
+	$(GO) run ./cmd/felix demo
+
+test: ## run every test (PostgreSQL ones too when FELIX_TEST_DATABASE_URL is set)
+	$(GO) test ./...
+
+test-pg: ## run every test against the local PostgreSQL too, with the race detector
+	FELIX_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' $(GO) test -race ./...
+
+fuzz: ## fuzz each decoder for 30 s
+	for t in FuzzDecodeGenerate FuzzAdminBody FuzzClientKey; do $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime 30s ./internal/server/ || exit 1; done
+
+bench: ## benchmark Felix against a bare reverse proxy (see README, Performance)
+	$(GO) run ./cmd/felix-bench --pg 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
+
+reliability: ## crash, multi-instance and fault suites with a summary table
+	FELIX_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' $(GO) test -count=1 -v -run 'Crash|ThreeInstances|Graceful|Outage' ./internal/e2e/
+
+ci: ## what CI runs
+	bash .ci/run

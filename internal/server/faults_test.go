@@ -1,0 +1,263 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/server"
+	"github.com/felix-gateway/felix/internal/store/storetest"
+)
+
+// TestTargetFaults: for each way a target can fail, the client's status
+// and code, and whether the key was charged (only when the target's status
+// line was 2xx).
+func TestTargetFaults(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		for _, tc := range []struct {
+			name    string
+			handler http.HandlerFunc
+			status  int
+			code    string // "" when the target's own answer passes through
+			charged bool
+		}{
+			{"500 passes through", func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "boom", http.StatusInternalServerError)
+			}, 500, "", false},
+			{"503 passes through", func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "busy", http.StatusServiceUnavailable)
+			}, 503, "", false},
+			{"422 passes through", func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, `{"detail":"bad"}`, http.StatusUnprocessableEntity)
+			}, 422, "", false},
+			{"no headers before the timeout", func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second):
+				}
+			}, 504, "upstream_timeout", false},
+			{"connection closed without an answer", func(w http.ResponseWriter, r *http.Request) {
+				conn, _, _ := http.NewResponseController(w).Hijack()
+				conn.Close()
+			}, 502, "upstream_unreachable", false},
+			{"slow body", func(w http.ResponseWriter, r *http.Request) {
+				for range 5 {
+					io.WriteString(w, strings.Repeat("x", 100))
+					http.NewResponseController(w).Flush()
+					time.Sleep(50 * time.Millisecond)
+				}
+			}, 200, "", true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				f := newFelix(t, db, func(o *server.Options) { o.TargetTimeout = 300 * time.Millisecond })
+				f.target.setHandler(tc.handler)
+				key := f.createKey(10)
+				r := f.generate(key)
+				if r.status != tc.status || (tc.code != "" && r.json["code"] != tc.code) {
+					t.Errorf("got %d %s, want %d %s", r.status, r.body, tc.status, tc.code)
+				}
+				want := counts{total: 1, remaining: 10}
+				if tc.charged {
+					want = counts{total: 1, successful: 1, remaining: 9}
+				}
+				f.wantCounts(key, want)
+			})
+		}
+	})
+}
+
+func TestTargetRefusesConnections(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead, _ := url.Parse("http://" + ln.Addr().String())
+		ln.Close() // nothing listens there now
+		f := newFelix(t, db, func(o *server.Options) { o.Target = dead })
+		key := f.createKey(3)
+		f.wantError(f.generate(key), http.StatusBadGateway, "upstream_unreachable")
+		f.wantCounts(key, counts{total: 1, remaining: 3})
+	})
+}
+
+// TestResetMidBody: once the target's 2xx status line has arrived the
+// call is charged, even if the body is then cut; the client sees the
+// connection fail rather than a complete answer.
+func TestResetMidBody(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		f := newFelix(t, db)
+		f.target.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "1000")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, "partial")
+			http.NewResponseController(w).Flush()
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+		})
+		key := f.createKey(3)
+		req, _ := http.NewRequest("POST", f.url+"/api/generate", strings.NewReader(`{"prompt":"x"}`))
+		req.Header.Set("X-API-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Error("client read a complete answer from a cut body")
+		}
+		f.wantCounts(key, counts{total: 1, successful: 1, remaining: 2})
+	})
+}
+
+// TestStreaming: the answer reaches the client while the target is still
+// sending it, so Felix does not buffer bodies. The target holds back the
+// rest of a 64 MiB answer until the client has read its first megabyte.
+func TestStreaming(t *testing.T) {
+	f := newFelix(t, storetest.URL(t, "sqlite"))
+	const total, first = 64 << 20, 1 << 20
+	gotFirst := make(chan struct{})
+	f.target.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		chunk := make([]byte, 32<<10)
+		for sent := 0; sent < total; sent += len(chunk) {
+			if sent == first {
+				http.NewResponseController(w).Flush()
+				select {
+				case <-gotFirst:
+				case <-time.After(10 * time.Second):
+					t.Error("the client never got the first megabyte: Felix buffers the body")
+					return
+				}
+			}
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	key := f.createKey(1)
+	req, _ := http.NewRequest("POST", f.url+"/api/generate", strings.NewReader(`{"prompt":"big"}`))
+	req.Header.Set("X-API-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadFull(resp.Body, make([]byte, first)); err != nil {
+		t.Fatal(err)
+	}
+	close(gotFirst)
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n+first != total {
+		t.Errorf("read %d bytes, %v; want %d", n+first, err, total)
+	}
+	f.wantCounts(key, counts{total: 1, successful: 1, remaining: 0})
+}
+
+// TestClientGoneCancelsTarget: a client that disconnects while the
+// target works cancels the target's request, and the call is not charged.
+func TestClientGoneCancelsTarget(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		f := newFelix(t, db, func(o *server.Options) { o.TargetTimeout = 10 * time.Second })
+		started, cancelled := make(chan struct{}), make(chan struct{})
+		f.target.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			close(started)
+			select {
+			case <-r.Context().Done():
+				close(cancelled)
+			case <-time.After(10 * time.Second):
+			}
+		})
+		key := f.createKey(3)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, "POST", f.url+"/api/generate", strings.NewReader(`{"prompt":"x"}`))
+		req.Header.Set("X-API-Key", key)
+		done := make(chan error)
+		go func() {
+			_, err := http.DefaultClient.Do(req)
+			done <- err
+		}()
+		<-started
+		cancel()
+		<-done
+		select {
+		case <-cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the target's request was not cancelled when the client left")
+		}
+		waitFor(t, func() bool { return f.counts(key).reserved == 0 })
+		f.wantCounts(key, counts{total: 1, remaining: 3})
+	})
+}
+
+// TestStoreUnavailable: when the store cannot be reached Felix answers
+// 503 and never calls the target.
+func TestStoreUnavailable(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		f := newFelix(t, db)
+		key := f.createKey(3)
+		f.store.Close()
+		f.wantError(f.generate(key), http.StatusServiceUnavailable, "store_unavailable")
+		f.wantError(f.do("GET", "/readyz", nil), http.StatusServiceUnavailable, "store_unavailable")
+		if n := f.target.calls.Load(); n != 0 {
+			t.Errorf("target called %d times with the store down", n)
+		}
+	})
+}
+
+// failingSettle is a store whose Settle fails while fail is set.
+type failingSettle struct {
+	quota.Store
+	fail atomic.Bool
+}
+
+func (s *failingSettle) Settle(ctx context.Context, id int64, o quota.Outcome) error {
+	if s.fail.Load() {
+		return errors.New("connection lost")
+	}
+	return s.Store.Settle(ctx, id, o)
+}
+
+// TestSettleFails: if the call cannot be charged after the target answered
+// 2xx, the answer is not delivered (503), and the call stays open until
+// recovery releases it: never charged for an answer the client did not get,
+// never forgotten.
+func TestSettleFails(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		st := &failingSettle{Store: storetest.Open(t, db)}
+		now := time.Now()
+		svc := quota.NewService(quota.Options{Store: st, Owner: "a", Hold: time.Minute, Now: func() time.Time { return now }})
+		tg := newTarget(t)
+		u, _ := url.Parse(tg.URL)
+		srv := httptestServer(t, server.New(server.Options{Quota: svc, Target: u, AdminToken: adminToken}))
+		f := &felix{t: t, url: srv, target: tg, quota: svc, store: st}
+		key := f.createKey(3)
+		st.fail.Store(true)
+		f.wantError(f.generate(key), http.StatusServiceUnavailable, "store_unavailable")
+		f.wantCounts(key, counts{total: 1, remaining: 3, reserved: 1})
+		st.fail.Store(false)
+		now = now.Add(2 * time.Minute)
+		if n, err := svc.ReleaseExpired(context.Background()); n != 1 || err != nil {
+			t.Fatalf("ReleaseExpired: %d, %v; want 1", n, err)
+		}
+		f.wantCounts(key, counts{total: 1, remaining: 3})
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5s")
+}

@@ -1,0 +1,44 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/store/storetest"
+)
+
+// BenchmarkCall measures one call's accounting, reserve then settle, with
+// parallel callers spread over 8 keys: the store's cost per request.
+func BenchmarkCall(b *testing.B) {
+	for _, kind := range storetest.Kinds {
+		b.Run(string(kind), func(b *testing.B) {
+			s := storetest.Open(b, storetest.URL(b, kind))
+			ctx := context.Background()
+			for i := range 8 {
+				if _, err := s.CreateKey(ctx, quota.NewKey{Hash: fmt.Sprint("k", i), Prefix: "k", Remaining: 1 << 40, Now: time.Now()}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					now := time.Now()
+					id, err := s.Reserve(ctx, quota.Call{KeyHash: fmt.Sprint("k", n.Add(1)%8), Cost: 1, Owner: "b", Start: now, Deadline: now.Add(time.Minute)})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := s.Settle(ctx, id, quota.Outcome{Status: 200, At: now, Day: "2026-01-01"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
