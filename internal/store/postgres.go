@@ -15,9 +15,13 @@ import (
 )
 
 // Postgres is the PostgreSQL store: a pgx pool, one statement per
-// counter change (data-modifying CTEs keep each change atomic).
+// counter change (data-modifying CTEs keep each change atomic). The writes
+// of calls are group-committed: statements queued by concurrent calls are
+// sent as one pipelined batch, which PostgreSQL runs as one transaction:
+// one round trip and one WAL flush for all of them.
 type Postgres struct {
-	pool *pgxpool.Pool
+	pool   *pgxpool.Pool
+	writes *group[*pgx.Batch]
 }
 
 var _ quota.Store = (*Postgres)(nil)
@@ -48,11 +52,29 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Postgres, error)
 		pool.Close()
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
-	return &Postgres{pool: pool}, nil
+	p := &Postgres{pool: pool}
+	p.writes = newGroup(p.commitGroup)
+	return p, nil
 }
 
-// Close closes the pool.
-func (p *Postgres) Close() error { p.pool.Close(); return nil }
+// commitGroup sends a group of writes as one batch: an implicit
+// transaction that commits when the batch's results are read.
+func (p *Postgres) commitGroup(ops []*groupOp[*pgx.Batch]) error {
+	b := &pgx.Batch{}
+	for _, op := range ops {
+		if err := op.run(b); err != nil {
+			return err
+		}
+	}
+	return p.pool.SendBatch(context.Background(), b).Close()
+}
+
+// Close stops the writer and closes the pool.
+func (p *Postgres) Close() error {
+	p.writes.close()
+	p.pool.Close()
+	return nil
+}
 
 // Ping checks that the server answers.
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
@@ -114,57 +136,71 @@ func (p *Postgres) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.K
 // key and the insert of the open call commit together or not at all.
 func (p *Postgres) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	var id int64
-	err := p.pool.QueryRow(ctx, `
-		WITH k AS (
-			UPDATE api_key_stats
-			SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5
-			WHERE key_hash = $1 AND remaining_calls - reserved_calls >= $2
-			RETURNING id)
-		INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline)
-		SELECT id, $2, $3, $4, $5, $6 FROM k
-		RETURNING id`, c.KeyHash, c.Cost, c.Owner, c.RequestID, c.Start, c.Deadline).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Not admitted: tell an unknown key from an exhausted one.
-		var exists bool
-		if err := p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = $1)`, c.KeyHash).Scan(&exists); err != nil {
-			return 0, wrap("reserve", err)
-		}
-		if exists {
-			return 0, quota.ErrExhausted
-		}
-		return 0, quota.ErrKeyNotFound
+	err := p.writes.do(func(b *pgx.Batch) error {
+		id = 0
+		b.Queue(`
+			WITH k AS (
+				UPDATE api_key_stats
+				SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5
+				WHERE key_hash = $1 AND remaining_calls - reserved_calls >= $2
+				RETURNING id)
+			INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline)
+			SELECT id, $2, $3, $4, $5, $6 FROM k
+			RETURNING id`, c.KeyHash, c.Cost, c.Owner, c.RequestID, c.Start, c.Deadline,
+		).QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&id); !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			return nil // not admitted
+		})
+		return nil
+	})
+	if err != nil {
+		return 0, wrap("reserve", err)
 	}
-	return id, wrap("reserve", err)
+	if id != 0 {
+		return id, nil
+	}
+	// Not admitted: tell an unknown key from an exhausted one.
+	var exists bool
+	if err := p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = $1)`, c.KeyHash).Scan(&exists); err != nil {
+		return 0, wrap("reserve", err)
+	}
+	if exists {
+		return 0, quota.ErrExhausted
+	}
+	return 0, quota.ErrKeyNotFound
 }
 
 // Settle charges an open call, its key and its day in one statement.
 func (p *Postgres) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
-	tag, err := p.pool.Exec(ctx, `
-		WITH c AS (
-			UPDATE calls SET state = 'settled', status = $2, finished_at = $3
-			WHERE id = $1 AND state = 'open'
-			RETURNING key_id, cost),
-		k AS (
-			UPDATE api_key_stats a
-			SET remaining_calls = a.remaining_calls - c.cost, reserved_calls = a.reserved_calls - c.cost,
-			    successful_calls = a.successful_calls + 1, updated_at = $3
-			FROM c WHERE a.id = c.key_id
-			RETURNING a.id)
-		INSERT INTO daily_generations (day, generations) SELECT $4::date, 1 FROM k
-		ON CONFLICT (day) DO UPDATE SET generations = daily_generations.generations + 1`,
-		callID, o.Status, o.At, o.Day)
-	if err != nil {
+	var settled bool
+	err := p.writes.do(func(b *pgx.Batch) error {
+		settled = false
+		b.Queue(`
+			WITH c AS (
+				UPDATE calls SET state = 'settled', status = $2, finished_at = $3
+				WHERE id = $1 AND state = 'open'
+				RETURNING key_id, cost),
+			k AS (
+				UPDATE api_key_stats a
+				SET remaining_calls = a.remaining_calls - c.cost, reserved_calls = a.reserved_calls - c.cost,
+				    successful_calls = a.successful_calls + 1, updated_at = $3
+				FROM c WHERE a.id = c.key_id
+				RETURNING a.id)
+			INSERT INTO daily_generations (day, generations) SELECT $4::date, 1 FROM k
+			ON CONFLICT (day) DO UPDATE SET generations = daily_generations.generations + 1`,
+			callID, o.Status, o.At, o.Day,
+		).Exec(func(tag pgconn.CommandTag) error {
+			settled = tag.RowsAffected() == 1
+			return nil
+		})
+		return nil
+	})
+	if err != nil || settled {
 		return wrap("settle", err)
 	}
-	if tag.RowsAffected() == 1 {
-		return nil
-	}
-	return p.resolved(ctx, callID)
-}
-
-// resolved explains why a call could not be settled: settled already (a
-// retry after a lost answer: fine) or released.
-func (p *Postgres) resolved(ctx context.Context, callID int64) error {
+	// Settled already (a retry after a lost answer: fine) or released.
 	var state string
 	if err := p.pool.QueryRow(ctx, `SELECT state FROM calls WHERE id = $1`, callID).Scan(&state); err != nil {
 		return wrap("settle", err)
@@ -174,14 +210,16 @@ func (p *Postgres) resolved(ctx context.Context, callID int64) error {
 
 // Release frees an open call without charging it.
 func (p *Postgres) Release(ctx context.Context, callID int64, o quota.Outcome) error {
-	_, err := p.pool.Exec(ctx, `
-		WITH c AS (
-			UPDATE calls SET state = 'released', status = $2, finished_at = $3
-			WHERE id = $1 AND state = 'open'
-			RETURNING key_id, cost)
-		UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - c.cost, updated_at = $3
-		FROM c WHERE a.id = c.key_id`, callID, o.Status, o.At)
-	return wrap("release", err)
+	return wrap("release", p.writes.do(func(b *pgx.Batch) error {
+		b.Queue(`
+			WITH c AS (
+				UPDATE calls SET state = 'released', status = $2, finished_at = $3
+				WHERE id = $1 AND state = 'open'
+				RETURNING key_id, cost)
+			UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - c.cost, updated_at = $3
+			FROM c WHERE a.id = c.key_id`, callID, o.Status, o.At)
+		return nil
+	}))
 }
 
 // pgReleaseWhere releases the open calls a condition on calls selects,

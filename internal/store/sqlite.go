@@ -15,10 +15,13 @@ import (
 
 // SQLite is the embedded store: one file in WAL mode, a single writer
 // connection (SQLite allows one writer at a time; queuing in Go is cheaper
-// than SQLITE_BUSY retries) and a small pool of readers.
+// than SQLITE_BUSY retries) and a small pool of readers. The writes of
+// calls (reserve, settle, release) are group-committed: each is durable
+// before it returns, and concurrent ones share a commit.
 type SQLite struct {
-	w, r  *sql.DB
-	stmts map[string]*sql.Stmt
+	w, r   *sql.DB
+	stmts  map[string]*sql.Stmt
+	writes *group[*sql.Tx] // the calls' writes, committed in groups
 }
 
 var _ quota.Store = (*SQLite)(nil)
@@ -87,11 +90,30 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 			return nil, fmt.Errorf("store: sqlite %s: prepare %s: %w (run `felix migrate` first?)", path, name, err)
 		}
 	}
+	s.writes = newGroup(s.commitGroup)
 	return s, nil
 }
 
-// Close closes both pools.
+// commitGroup runs a group of writes in one transaction.
+func (s *SQLite) commitGroup(ops []*groupOp[*sql.Tx]) error {
+	tx, err := s.w.Begin()
+	if err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if err := op.run(tx); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Close stops the writer and closes both pools.
 func (s *SQLite) Close() error {
+	if s.writes != nil {
+		s.writes.close()
+	}
 	for _, st := range s.stmts {
 		st.Close()
 	}
@@ -168,99 +190,90 @@ func (s *SQLite) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key
 	return keys, wrap("list keys", rows.Err())
 }
 
-// inTx runs f in a write transaction (BEGIN IMMEDIATE) and commits it.
-func (s *SQLite) inTx(ctx context.Context, op string, f func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return wrap(op, err)
-	}
-	if err := f(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return wrap(op, tx.Commit())
-}
-
-func (s *SQLite) stmt(ctx context.Context, tx *sql.Tx, name string) *sql.Stmt {
-	return tx.StmtContext(ctx, s.stmts[name])
-}
+// stmt returns a prepared statement bound to tx.
+func (s *SQLite) stmt(tx *sql.Tx, name string) *sql.Stmt { return tx.Stmt(s.stmts[name]) }
 
 // Reserve admits a call: the conditional update of the key and the insert
 // of the open call commit together or not at all.
 func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	var id int64
-	err := s.inTx(ctx, "reserve", func(tx *sql.Tx) error {
+	err := s.writes.do(func(tx *sql.Tx) error {
+		id = 0
 		var keyID int64
-		err := s.stmt(ctx, tx, "reserve").QueryRowContext(ctx, c.Cost, micros(c.Start), c.KeyHash).Scan(&keyID)
+		err := s.stmt(tx, "reserve").QueryRow(c.Cost, micros(c.Start), c.KeyHash).Scan(&keyID)
 		if errors.Is(err, sql.ErrNoRows) {
-			return errNotAdmitted
+			return nil // not admitted
 		} else if err != nil {
-			return wrap("reserve", err)
+			return err
 		}
-		res, err := s.stmt(ctx, tx, "insertCall").ExecContext(ctx, keyID, c.Cost, c.Owner, c.RequestID, micros(c.Start), micros(c.Deadline))
+		res, err := s.stmt(tx, "insertCall").Exec(keyID, c.Cost, c.Owner, c.RequestID, micros(c.Start), micros(c.Deadline))
 		if err != nil {
-			return wrap("reserve", err)
+			return err
 		}
 		id, err = res.LastInsertId()
-		return wrap("reserve", err)
+		return err
 	})
-	if errors.Is(err, errNotAdmitted) {
-		// Not admitted: tell an unknown key from an exhausted one.
-		var exists bool
-		if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = ?)`, c.KeyHash).Scan(&exists); err != nil {
-			return 0, wrap("reserve", err)
-		}
-		if exists {
-			return 0, quota.ErrExhausted
-		}
-		return 0, quota.ErrKeyNotFound
+	if err != nil {
+		return 0, wrap("reserve", err)
 	}
-	return id, err
+	if id != 0 {
+		return id, nil
+	}
+	// Not admitted: tell an unknown key from an exhausted one.
+	var exists bool
+	if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = ?)`, c.KeyHash).Scan(&exists); err != nil {
+		return 0, wrap("reserve", err)
+	}
+	if exists {
+		return 0, quota.ErrExhausted
+	}
+	return 0, quota.ErrKeyNotFound
 }
-
-var errNotAdmitted = errors.New("not admitted")
 
 // Settle charges an open call, its key and its day in one transaction.
 func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
 	at := micros(o.At)
-	err := s.inTx(ctx, "settle", func(tx *sql.Tx) error {
+	var settled bool
+	err := s.writes.do(func(tx *sql.Tx) error {
+		settled = false
 		var keyID, cost int64
-		err := s.stmt(ctx, tx, "settleCall").QueryRowContext(ctx, o.Status, at, callID).Scan(&keyID, &cost)
+		err := s.stmt(tx, "settleCall").QueryRow(o.Status, at, callID).Scan(&keyID, &cost)
 		if errors.Is(err, sql.ErrNoRows) {
-			return errNotAdmitted
+			return nil // resolved already
 		} else if err != nil {
-			return wrap("settle", err)
+			return err
 		}
-		if _, err := s.stmt(ctx, tx, "chargeKey").ExecContext(ctx, cost, at, keyID); err != nil {
-			return wrap("settle", err)
+		if _, err := s.stmt(tx, "chargeKey").Exec(cost, at, keyID); err != nil {
+			return err
 		}
-		_, err = s.stmt(ctx, tx, "countDay").ExecContext(ctx, o.Day)
-		return wrap("settle", err)
+		_, err = s.stmt(tx, "countDay").Exec(o.Day)
+		settled = err == nil
+		return err
 	})
-	if errors.Is(err, errNotAdmitted) {
-		var state string
-		if err := s.r.QueryRowContext(ctx, `SELECT state FROM calls WHERE id = ?`, callID).Scan(&state); err != nil {
-			return wrap("settle", err)
-		}
-		return settledState(callID, state)
+	if err != nil || settled {
+		return wrap("settle", err)
 	}
-	return err
+	var state string
+	if err := s.r.QueryRowContext(ctx, `SELECT state FROM calls WHERE id = ?`, callID).Scan(&state); err != nil {
+		return wrap("settle", err)
+	}
+	return settledState(callID, state)
 }
 
 // Release frees an open call without charging it.
 func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) error {
 	at := micros(o.At)
-	return s.inTx(ctx, "release", func(tx *sql.Tx) error {
+	return wrap("release", s.writes.do(func(tx *sql.Tx) error {
 		var keyID, cost int64
-		err := s.stmt(ctx, tx, "releaseCall").QueryRowContext(ctx, o.Status, at, callID).Scan(&keyID, &cost)
+		err := s.stmt(tx, "releaseCall").QueryRow(o.Status, at, callID).Scan(&keyID, &cost)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil // resolved already
 		} else if err != nil {
-			return wrap("release", err)
+			return err
 		}
-		_, err = s.stmt(ctx, tx, "unreserve").ExecContext(ctx, cost, at, keyID)
-		return wrap("release", err)
-	})
+		_, err = s.stmt(tx, "unreserve").Exec(cost, at, keyID)
+		return err
+	}))
 }
 
 // releaseWhere releases the open calls that cond (with args after now)
@@ -268,35 +281,36 @@ func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) err
 func (s *SQLite) releaseWhere(ctx context.Context, op string, now time.Time, cond string, args ...any) (int, error) {
 	at := micros(now)
 	n := 0
-	err := s.inTx(ctx, op, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `
+	err := s.writes.do(func(tx *sql.Tx) error {
+		n = 0
+		rows, err := tx.Query(`
 			UPDATE calls SET state = 'released', finished_at = ?1
 			WHERE state = 'open' AND `+cond+` RETURNING key_id, cost`, append([]any{at}, args...)...)
 		if err != nil {
-			return wrap(op, err)
+			return err
 		}
 		held := map[int64]int64{}
 		for rows.Next() {
 			var keyID, cost int64
 			if err := rows.Scan(&keyID, &cost); err != nil {
 				rows.Close()
-				return wrap(op, err)
+				return err
 			}
 			held[keyID] += cost
 			n++
 		}
 		if err := rows.Close(); err != nil {
-			return wrap(op, err)
+			return err
 		}
 		for keyID, cost := range held {
-			if _, err := s.stmt(ctx, tx, "unreserve").ExecContext(ctx, cost, at, keyID); err != nil {
-				return wrap(op, err)
+			if _, err := s.stmt(tx, "unreserve").Exec(cost, at, keyID); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, wrap(op, err)
 	}
 	return n, nil
 }

@@ -9,8 +9,9 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
-	"time"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -92,6 +93,14 @@ func Migrate(ctx context.Context, databaseURL string) error {
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	default:
+		// SQLite has no advisory lock: processes migrating one file take
+		// turns through an flock on the file itself (independent of
+		// SQLite's own fcntl locks on Linux).
+		unlock, err := lockFile(dsn)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 		if db, err = openSQLiteDB(dsn, 1); err != nil {
 			return err
 		}
@@ -106,17 +115,22 @@ func Migrate(ctx context.Context, databaseURL string) error {
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}
-	// SQLite has no advisory lock: a second process migrating the same
-	// file at once gets SQLITE_BUSY, and simply tries again.
-	for attempt := 0; ; attempt++ {
-		_, err = p.Up(ctx)
-		if err == nil || kind != SQLiteKind || attempt == 50 || !strings.Contains(err.Error(), "SQLITE_BUSY") {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
+	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("store: migrate %s: %w", kind, err)
 	}
 	return nil
+}
+
+// lockFile takes an exclusive flock on path (creating the file if needed)
+// and returns its release.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: sqlite %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("store: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
