@@ -61,9 +61,13 @@ var commands = []command{
 }
 
 func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) error {
-	e := env{lookup: lookup, stdout: stdout, stderr: stderr, dir: "."}
+	return dispatch(ctx, env{lookup: lookup, stdout: stdout, stderr: stderr, dir: "."}, args)
+}
+
+// dispatch runs the command args name.
+func dispatch(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
+		usage(e.stdout)
 		if len(args) == 0 {
 			return errUsage
 		}
@@ -74,7 +78,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			return c.run(ctx, e, args[1:])
 		}
 	}
-	usage(stderr)
+	usage(e.stderr)
 	return fmt.Errorf("unknown command %q", args[0])
 }
 

@@ -57,7 +57,7 @@ var Vars = []Var{
 	{"TARGET_API_PATH", "/api/generate", "path of the generate endpoint on the target"},
 	{"TARGET_API_KEY", "", "secret sent to the target; never logged or returned to clients"},
 	{"TARGET_API_KEY_HEADER", "Authorization", `header carrying TARGET_API_KEY; with Authorization it is sent as "Bearer <key>"`},
-	{"TARGET_TIMEOUT", "120s", "how long one call to the target may take (Go duration)"},
+	{"TARGET_TIMEOUT", "120s", "how long Felix waits for the target's response headers (Go duration)"},
 	{"RESERVATION_GRACE", "30s", "orphaned calls are released TARGET_TIMEOUT plus this after they start"},
 	{"ADMIN_TOKEN", "", "bearer token for admin operations, at least 16 bytes (openssl rand -hex 32); empty disables them"},
 	{"PORT", "3000", "TCP port to listen on"},

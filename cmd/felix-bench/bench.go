@@ -1,0 +1,277 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The systems under load.
+const (
+	bare          = "bare"
+	felixSQLite   = "felix-sqlite"
+	felixPostgres = "felix-postgres"
+)
+
+// keyCalls is the quota of every load key: more than any run can use.
+const keyCalls = 1_000_000_000
+
+// errFailed means the run finished but a request failed or the books
+// disagree; everything was printed already.
+var errFailed = errors.New("the run failed: see the errors and books above")
+
+// runner holds what the benchmark's steps share.
+type runner struct {
+	cfg        config
+	dir        string // temporary, removed at the end: the felix binary and SQLite files
+	felixBin   string
+	self       string // this program, re-executed for the helper roles
+	adminToken string
+	client     *http.Client // shared by the load workers and the admin calls
+	log        *lineLog
+	children   []*child // running, stopped in reverse order by stopChildren
+}
+
+// bench runs the whole benchmark and prints its report on stdout.
+func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) {
+	log := &lineLog{w: stderr}
+	openFiles, err := raiseFileLimit()
+	if err != nil {
+		log.printf("cannot raise the open-file limit: %v", err)
+	}
+	res := &results{
+		Date:      time.Now().UTC().Truncate(time.Second),
+		GoVersion: runtime.Version(),
+		Machine:   describeMachine(openFiles),
+		Settings: settings{
+			DurationSeconds: cfg.duration.Seconds(), WarmupSeconds: cfg.warmup.Seconds(),
+			Concurrency: cfg.concurrency, BodySize: cfg.bodySize, Keys: cfg.keys,
+			Systems: []string{bare, felixSQLite}, FelixLogLevel: "warn",
+		},
+	}
+	if cfg.pgURL != "" {
+		res.Settings.Systems = append(res.Settings.Systems, felixPostgres)
+	}
+
+	dir, err := os.MkdirTemp("", "felix-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	log.printf("building felix…")
+	bin, err := buildFelix(ctx, dir, stderr)
+	if err != nil {
+		return err
+	}
+	r := &runner{
+		cfg: cfg, dir: dir, felixBin: bin, self: self, log: log,
+		adminToken: strings.ToLower(rand.Text()),
+		client:     newLoadClient(maxConcurrency),
+	}
+	defer func() { err = errors.Join(err, r.stopChildren()) }()
+
+	var pgURL string
+	if cfg.pgURL != "" {
+		var drop func(context.Context) error
+		if pgURL, drop, err = createSchema(ctx, cfg.pgURL); err != nil {
+			return err
+		}
+		defer func() {
+			// The children are stopped first: no Felix may hold the schema.
+			err = errors.Join(err, r.stopChildren())
+			dropCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			err = errors.Join(err, drop(dropCtx))
+		}()
+	}
+
+	systems, err := r.startSystems(ctx, pgURL)
+	if err != nil {
+		return err
+	}
+	printHeader(stdout, res)
+	for _, c := range cfg.concurrency {
+		p := phase{Concurrency: c}
+		for _, s := range systems {
+			p.Systems = append(p.Systems, r.measure(ctx, s, c))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		for _, s := range p.Systems[1:] {
+			p.VersusBare = append(p.VersusBare, compare(s, p.Systems[0]))
+		}
+		res.Phases = append(res.Phases, p)
+		printPhase(stdout, p)
+	}
+
+	for _, s := range systems {
+		if s.felix {
+			res.Books = append(res.Books, r.checkBooks(ctx, s.name, s.base, s.keys, s.ok, keyCalls))
+		}
+		m, err := readMemory(s.proc.pid())
+		if err != nil {
+			return err
+		}
+		res.Memory = append(res.Memory, processMemory{Process: s.name, PeakMiB: mib(m.hwm)})
+	}
+	if err := r.stopChildren(); err != nil {
+		return err
+	}
+
+	if !cfg.skipScenarios {
+		if err := r.scenarios(ctx, res); err != nil {
+			return err
+		}
+	}
+	res.Targets = targetsFor(res)
+	res.Failed = failed(res)
+
+	printBooks(stdout, res.Books)
+	printMemory(stdout, res.Memory)
+	printScenarios(stdout, res.Streaming, res.InFlight)
+	printTargets(stdout, res.Targets)
+	if err := writeJSON(cfg.jsonPath, res); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nResults written to %s\n", cfg.jsonPath)
+	if res.Failed {
+		return errFailed
+	}
+	fmt.Fprintln(stdout, "PASS: no request failed and the books agree")
+	return nil
+}
+
+// startSystems starts the fast target and the systems in front of it:
+// bare, felix-sqlite and, when pgURL is set, felix-postgres, each with its
+// keys.
+func (r *runner) startSystems(ctx context.Context, pgURL string) ([]*system, error) {
+	_, target, err := r.startHelper(ctx, "target", "target", "--mode", modeFast, "--body-size", strconv.Itoa(r.cfg.bodySize))
+	if err != nil {
+		return nil, err
+	}
+	proxy, base, err := r.startHelper(ctx, bare, "bare", "--target", target)
+	if err != nil {
+		return nil, err
+	}
+	// The bare proxy ignores keys; it gets some only to send the same
+	// requests.
+	systems := []*system{{name: bare, proc: proxy, base: base}}
+	for i := range r.cfg.keys {
+		systems[0].keys = append(systems[0].keys, fmt.Sprintf("bench-bare-%d", i))
+	}
+	felixes := []felixProcess{{felixSQLite, "bench-sqlite", "sqlite:" + filepath.Join(r.dir, "felix.db"), target}}
+	if pgURL != "" {
+		felixes = append(felixes, felixProcess{felixPostgres, "bench-postgres", pgURL, target})
+	}
+	for _, f := range felixes {
+		c, base, err := r.startFelix(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		s := &system{name: f.name, proc: c, base: base, felix: true}
+		for i := range r.cfg.keys {
+			key, err := r.createKey(ctx, base, fmt.Sprintf("bench-%d", i), keyCalls)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", f.name, err)
+			}
+			s.keys = append(s.keys, key)
+		}
+		systems = append(systems, s)
+	}
+	for _, s := range systems {
+		s.ok = make([]int64, len(s.keys))
+	}
+	return systems, nil
+}
+
+// startHelper starts this program in role with args, registers it and
+// returns it with its base URL.
+func (r *runner) startHelper(ctx context.Context, name, role string, args ...string) (*child, string, error) {
+	c, base, err := startHelper(ctx, r.self, name, r.log, append([]string{role}, args...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	r.children = append(r.children, c)
+	return c, base, nil
+}
+
+// stopChildren stops every child, the last started first.
+func (r *runner) stopChildren() error {
+	var errs []error
+	for i := len(r.children) - 1; i >= 0; i-- {
+		errs = append(errs, r.children[i].stop())
+	}
+	r.children = nil
+	return errors.Join(errs...)
+}
+
+// measure runs one system at one concurrency: a warm-up, then the
+// measured run, sampling the system's RSS every 100 ms throughout.
+func (r *runner) measure(ctx context.Context, s *system, concurrency int) systemStats {
+	r.log.printf("c=%d %s: %s warm-up, %s measured", concurrency, s.name, r.cfg.warmup, r.cfg.duration)
+	l := load{client: r.client, url: s.base + "/api/generate", keys: s.keys, concurrency: concurrency, duration: r.cfg.warmup}
+	stop := samplePeakRSS(s.proc.pid(), 100*time.Millisecond)
+	warm := l.run(ctx)
+	l.duration, l.record = r.cfg.duration, true
+	measured := l.run(ctx)
+	peak := stop()
+	// Each phase starts with fresh connections, made during its warm-up.
+	r.client.CloseIdleConnections()
+	for _, res := range []loadResult{warm, measured} {
+		for k, n := range res.okByKey {
+			s.ok[k] += n
+		}
+	}
+	return summarize(s.name, warm, measured, peak)
+}
+
+// checkBooks compares each key's successfulCalls and remainingCalls with
+// the 200s seen for it.
+func (r *runner) checkBooks(ctx context.Context, name, base string, keys []string, seen []int64, initial int64) booksCheck {
+	b := booksCheck{System: name, Pass: true}
+	for i, key := range keys {
+		st, err := r.getKeyStats(ctx, base, key)
+		if err != nil {
+			b.Pass, b.Error = false, err.Error()
+			return b
+		}
+		k := keyBooks{Key: i, Seen200: seen[i], SuccessfulCalls: st.SuccessfulCalls, RemainingCalls: st.RemainingCalls, Initial: initial}
+		b.Pass = b.Pass && k.ok()
+		b.Keys = append(b.Keys, k)
+	}
+	return b
+}
+
+// failed reports whether any request failed or any books disagree.
+func failed(res *results) bool {
+	for _, p := range res.Phases {
+		for _, s := range p.Systems {
+			if s.Errors > 0 {
+				return true
+			}
+		}
+	}
+	for _, b := range res.Books {
+		if !b.Pass {
+			return true
+		}
+	}
+	if s := res.Streaming; s != nil && !s.complete() {
+		return true
+	}
+	return res.InFlight != nil && res.InFlight.Errors > 0
+}
