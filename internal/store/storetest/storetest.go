@@ -10,6 +10,7 @@ package storetest
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"fmt"
 	"net/url"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver for Dump
 
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/store"
@@ -99,4 +101,56 @@ func postgresURL(t testing.TB) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return fmt.Sprint(u)
+}
+
+// Tables lists every table of Felix's schema.
+var Tables = []string{"api_key_stats", "calls", "daily_generations"}
+
+// Dump returns every row of every table of databaseURL as text, read
+// directly with SQL, for tests that look for what must not be stored.
+func Dump(t testing.TB, databaseURL string) string {
+	t.Helper()
+	kind, dsn, err := store.Parse(databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	driver := "sqlite"
+	if kind == store.PostgresKind {
+		driver = "pgx"
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var out strings.Builder
+	for _, table := range Tables {
+		rows, err := db.Query("SELECT * FROM " + table)
+		if err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+		cols, _ := rows.Columns()
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		for rows.Next() {
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatalf("dump %s: %v", table, err)
+			}
+			fmt.Fprintf(&out, "%s:", table)
+			for _, v := range vals {
+				if b, ok := v.([]byte); ok {
+					v = string(b)
+				}
+				fmt.Fprintf(&out, " %v", v)
+			}
+			out.WriteByte('\n')
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatalf("dump %s: %v", table, err)
+		}
+	}
+	return out.String()
 }
