@@ -81,11 +81,23 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// recoveryInterval is how often each instance looks for expired calls:
+// an indexed query that usually finds nothing.
+const recoveryInterval = time.Second
+
+// hold is how long a call may stay open before recovery may release it:
+// TARGET_TIMEOUT + RESERVATION_GRACE, less one recovery interval so that
+// an orphan is released no later than TARGET_TIMEOUT + RESERVATION_GRACE
+// after it started (but never before TARGET_TIMEOUT).
+func hold(cfg config.Config) time.Duration {
+	return max(cfg.TargetTimeout+cfg.ReservationGrace-recoveryInterval, cfg.TargetTimeout)
+}
+
 func newService(cfg config.Config, st quota.Store, log *slog.Logger) *quota.Service {
 	return quota.NewService(quota.Options{
 		Store:    st,
 		Owner:    cfg.InstanceID,
-		Hold:     cfg.TargetTimeout + cfg.ReservationGrace,
+		Hold:     hold(cfg),
 		Location: cfg.StatsLocation,
 		Logger:   log,
 	})
@@ -114,7 +126,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 
 	recovery, stopRecovery := context.WithCancel(context.Background())
 	defer stopRecovery()
-	go svc.RunRecovery(recovery, recoveryInterval(cfg.TargetTimeout+cfg.ReservationGrace))
+	go svc.RunRecovery(recovery, recoveryInterval)
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
@@ -137,12 +149,6 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// recoveryInterval is how often expired calls are looked for: a twentieth
-// of the hold, between 1 and 10 seconds.
-func recoveryInterval(hold time.Duration) time.Duration {
-	return min(max(hold/20, time.Second), 10*time.Second)
 }
 
 func portOf(a net.Addr) string {
