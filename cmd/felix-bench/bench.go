@@ -25,9 +25,9 @@ const (
 // keyCalls is the quota of every load key: more than any run can use.
 const keyCalls = 1_000_000_000
 
-// errFailed means the run finished but a request failed or the books
-// disagree; everything was printed already.
-var errFailed = errors.New("the run failed: see the errors and books above")
+// errFailed means the run finished but a request failed, the books
+// disagree or a process failed; everything was printed already.
+var errFailed = errors.New("the run failed: see the errors, books and problems above")
 
 // runner holds what the benchmark's steps share.
 type runner struct {
@@ -55,7 +55,7 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 		Settings: settings{
 			DurationSeconds: cfg.duration.Seconds(), WarmupSeconds: cfg.warmup.Seconds(),
 			Concurrency: cfg.concurrency, BodySize: cfg.bodySize, Keys: cfg.keys,
-			Systems: []string{bare, felixSQLite}, FelixLogLevel: "warn",
+			Systems: []string{bare, felixSQLite}, FelixLogLevel: felixLogLevel,
 		},
 	}
 	if cfg.pgURL != "" {
@@ -122,14 +122,16 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 		if s.felix {
 			res.Books = append(res.Books, r.checkBooks(ctx, s.name, s.base, s.keys, s.ok, keyCalls))
 		}
-		m, err := readMemory(s.proc.pid())
-		if err != nil {
-			return err
+		if m, err := readMemory(s.proc.pid()); err != nil {
+			res.Problems = append(res.Problems, fmt.Sprintf("%s: peak RSS: %v", s.name, err))
+		} else {
+			res.Memory = append(res.Memory, processMemory{Process: s.name, PeakMiB: mib(m.hwm)})
 		}
-		res.Memory = append(res.Memory, processMemory{Process: s.name, PeakMiB: mib(m.hwm)})
 	}
+	// A system that died during the load is a failure, reported with the
+	// rest.
 	if err := r.stopChildren(); err != nil {
-		return err
+		res.Problems = append(res.Problems, err.Error())
 	}
 
 	if !cfg.skipScenarios {
@@ -144,6 +146,7 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 	printMemory(stdout, res.Memory)
 	printScenarios(stdout, res.Streaming, res.InFlight)
 	printTargets(stdout, res.Targets)
+	printProblems(stdout, res.Problems)
 	if err := writeJSON(cfg.jsonPath, res); err != nil {
 		return err
 	}
@@ -173,9 +176,9 @@ func (r *runner) startSystems(ctx context.Context, pgURL string) ([]*system, err
 	for i := range r.cfg.keys {
 		systems[0].keys = append(systems[0].keys, fmt.Sprintf("bench-bare-%d", i))
 	}
-	felixes := []felixProcess{{felixSQLite, "bench-sqlite", "sqlite:" + filepath.Join(r.dir, "felix.db"), target}}
+	felixes := []felixProcess{{name: felixSQLite, instanceID: "bench-sqlite", databaseURL: "sqlite:" + filepath.Join(r.dir, "felix.db"), target: target}}
 	if pgURL != "" {
-		felixes = append(felixes, felixProcess{felixPostgres, "bench-postgres", pgURL, target})
+		felixes = append(felixes, felixProcess{name: felixPostgres, instanceID: "bench-postgres", databaseURL: pgURL, target: target})
 	}
 	for _, f := range felixes {
 		c, base, err := r.startFelix(ctx, f)
@@ -220,14 +223,17 @@ func (r *runner) stopChildren() error {
 }
 
 // measure runs one system at one concurrency: a warm-up, then the
-// measured run, sampling the system's RSS every 100 ms throughout.
+// measured run, sampling the system's RSS every 100 ms throughout and
+// reading the CPU time it used during the measured run.
 func (r *runner) measure(ctx context.Context, s *system, concurrency int) systemStats {
 	r.log.printf("c=%d %s: %s warm-up, %s measured", concurrency, s.name, r.cfg.warmup, r.cfg.duration)
 	l := load{client: r.client, url: s.base + "/api/generate", keys: s.keys, concurrency: concurrency, duration: r.cfg.warmup}
 	stop := samplePeakRSS(s.proc.pid(), 100*time.Millisecond)
 	warm := l.run(ctx)
 	l.duration, l.record = r.cfg.duration, true
+	cpuBefore, errBefore := cpuTime(s.proc.pid())
 	measured := l.run(ctx)
+	cpuAfter, errAfter := cpuTime(s.proc.pid())
 	peak := stop()
 	// Each phase starts with fresh connections, made during its warm-up.
 	r.client.CloseIdleConnections()
@@ -236,7 +242,11 @@ func (r *runner) measure(ctx context.Context, s *system, concurrency int) system
 			s.ok[k] += n
 		}
 	}
-	return summarize(s.name, warm, measured, peak)
+	st := summarize(s.name, warm, measured, peak)
+	if errBefore == nil && errAfter == nil && measured.ok > 0 {
+		st.CPUPerRequestUS = float64((cpuAfter-cpuBefore)/time.Microsecond) / float64(measured.ok)
+	}
+	return st
 }
 
 // checkBooks compares each key's successfulCalls and remainingCalls with
@@ -256,8 +266,12 @@ func (r *runner) checkBooks(ctx context.Context, name, base string, keys []strin
 	return b
 }
 
-// failed reports whether any request failed or any books disagree.
+// failed reports whether any request failed, any books disagree or a
+// process failed.
 func failed(res *results) bool {
+	if len(res.Problems) > 0 {
+		return true
+	}
 	for _, p := range res.Phases {
 		for _, s := range p.Systems {
 			if s.Errors > 0 {

@@ -95,6 +95,8 @@ type worker struct {
 	latencies  []time.Duration
 }
 
+// loop sends requests until the deadline, ctx ends or the count bound is
+// reached, each with the next key in the shared round-robin.
 func (w *worker) loop(ctx context.Context, l load, next *atomic.Uint64, deadline time.Time) {
 	for range maxRequestsPerWorker {
 		if ctx.Err() != nil || !time.Now().Before(deadline) {

@@ -44,6 +44,9 @@ func main() {
 	case errors.Is(err, flag.ErrHelp):
 	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(os.Stderr, "felix-bench: interrupted")
+		os.Exit(1)
 	default:
 		fmt.Fprintln(os.Stderr, "felix-bench:", err)
 		os.Exit(1)
@@ -171,6 +174,7 @@ func parseConcurrency(s string) ([]int, error) {
 	return out, nil
 }
 
+// usageError prints a command-line mistake and how to get help.
 func usageError(fs *flag.FlagSet, format string, args ...any) error {
 	fmt.Fprintf(fs.Output(), "felix-bench: "+format+"\n", args...)
 	fmt.Fprintln(fs.Output(), "Run 'go run ./cmd/felix-bench --help' for the flags.")

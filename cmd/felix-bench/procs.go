@@ -28,14 +28,16 @@ type child struct {
 
 // startChild starts path with args and env (nil: this process's), its
 // stderr copied line by line to log with the child's name in front. The
-// child is killed if the benchmark dies.
+// child has a process group of its own, so that Ctrl+C reaches only the
+// benchmark, which stops its children in order; it is killed if the
+// benchmark dies.
 func startChild(name string, log *lineLog, dir string, env []string, stdout io.Writer, path string, args ...string) (*child, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
 	cmd.Env = env
 	cmd.Stdout = stdout
 	cmd.Stderr = log.writer(name)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -80,6 +82,7 @@ type firstLine struct {
 	sent bool
 }
 
+// Write implements io.Writer.
 func (f *firstLine) Write(p []byte) (int, error) {
 	if !f.sent {
 		f.buf = append(f.buf, p...)
@@ -161,15 +164,24 @@ func readMemory(pid int) (memory, error) {
 	if err != nil {
 		return memory{}, err
 	}
+	m, err := parseMemory(string(b))
+	if err != nil {
+		return memory{}, fmt.Errorf("/proc/%d/status: %w", pid, err)
+	}
+	return m, nil
+}
+
+// parseMemory reads VmRSS and VmHWM from the text of /proc/<pid>/status.
+func parseMemory(status string) (memory, error) {
 	var m memory
-	for line := range strings.SplitSeq(string(b), "\n") {
+	for line := range strings.SplitSeq(status, "\n") {
 		name, value, ok := strings.Cut(line, ":")
 		if !ok || name != "VmRSS" && name != "VmHWM" {
 			continue
 		}
 		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(value), "kB")), 10, 64)
 		if err != nil {
-			return memory{}, fmt.Errorf("/proc/%d/status: %s: %w", pid, name, err)
+			return memory{}, fmt.Errorf("%s: %w", name, err)
 		}
 		if name == "VmRSS" {
 			m.rss = kb << 10
@@ -177,7 +189,51 @@ func readMemory(pid int) (memory, error) {
 			m.hwm = kb << 10
 		}
 	}
+	if m.rss == 0 || m.hwm == 0 {
+		return memory{}, errors.New("no VmRSS or VmHWM line")
+	}
 	return m, nil
+}
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
+// every Linux architecture Go supports).
+const userHZ = 100
+
+// cpuTime reads the CPU time (user and system, all threads) a process has
+// used, to 10 ms.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	d, err := parseCPUTime(string(b))
+	if err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return d, nil
+}
+
+// parseCPUTime reads utime + stime from the text of /proc/<pid>/stat.
+func parseCPUTime(stat string) (time.Duration, error) {
+	// The command name, in parentheses, may contain spaces and
+	// parentheses; utime and stime are the 12th and 13th fields after it.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("no command name")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%d fields after the command name, want at least 13", len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
 // samplePeakRSS samples pid's VmRSS every interval until the returned
@@ -247,6 +303,7 @@ type prefixWriter struct {
 	partial []byte // the line being written
 }
 
+// Write implements io.Writer.
 func (p *prefixWriter) Write(b []byte) (int, error) {
 	p.partial = append(p.partial, b...)
 	for {

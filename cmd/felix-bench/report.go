@@ -23,7 +23,8 @@ type results struct {
 	Streaming *streamingResult `json:"streaming,omitempty"`
 	InFlight  *inFlightResult  `json:"inFlight,omitempty"`
 	Targets   []targetCheck    `json:"targets"`
-	Failed    bool             `json:"failed"` // a request failed or the books disagree
+	Problems  []string         `json:"problems,omitempty"` // e.g. a process that died
+	Failed    bool             `json:"failed"`             // a request failed, the books disagree or a problem occurred
 }
 
 // machine describes where the run happened.
@@ -68,6 +69,10 @@ type systemStats struct {
 	P999MS         float64 `json:"p999Ms"`
 	MaxMS          float64 `json:"maxMs"`
 	PeakRSSMiB     float64 `json:"peakRssMiB"` // VmRSS sampled every 100 ms
+	// CPUPerRequestUS is the CPU time (user and system) the system's
+	// process used per 2xx answer in the measured run, in microseconds;
+	// unlike requests/s it hardly depends on what else the machine runs.
+	CPUPerRequestUS float64 `json:"cpuPerRequestUs"`
 }
 
 // summarize turns a measured run into a system's figures.
@@ -94,6 +99,7 @@ func summarize(name string, warm, measured loadResult, peakRSS int64) systemStat
 	return s
 }
 
+// ms converts a duration to milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // comparison is a Felix system's cost over the bare proxy at one
@@ -103,6 +109,7 @@ type comparison struct {
 	RPSRatio float64 `json:"rpsRatio"` // Felix's requests/s over bare's; 0 if bare has none
 	AddedP50 float64 `json:"addedP50Ms"`
 	AddedP99 float64 `json:"addedP99Ms"`
+	CPURatio float64 `json:"cpuRatio"` // Felix's CPU per request over bare's; 0 if unknown
 }
 
 // compare computes felix's cost over bare.
@@ -110,6 +117,9 @@ func compare(felix, bare systemStats) comparison {
 	c := comparison{System: felix.System, AddedP50: felix.P50MS - bare.P50MS, AddedP99: felix.P99MS - bare.P99MS}
 	if bare.RPS > 0 {
 		c.RPSRatio = felix.RPS / bare.RPS
+	}
+	if bare.CPUPerRequestUS > 0 {
+		c.CPURatio = felix.CPUPerRequestUS / bare.CPUPerRequestUS
 	}
 	return c
 }
@@ -186,6 +196,7 @@ const (
 	notMeasured = "not measured"
 )
 
+// verdict names a target met or missed.
 func verdict(ok bool) string {
 	if ok {
 		return met
@@ -264,20 +275,21 @@ func printHeader(w io.Writer, r *results) {
 	fmt.Fprintf(w, "The load generator, the target and the proxies share the CPUs: compare the systems, not machines.\n")
 }
 
+// seconds formats a number of seconds as a duration, e.g. 10s.
 func seconds(s float64) string { return time.Duration(s * float64(time.Second)).String() }
 
 // printPhase prints one concurrency's table and Felix's cost over bare.
 func printPhase(w io.Writer, p phase) {
 	fmt.Fprintf(w, "\nConcurrency %d\n", p.Concurrency)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\treq/s\tp50 ms\tp99 ms\tp99.9 ms\terrors\tpeak RSS MiB\t")
+	fmt.Fprintln(tw, "system\treq/s\tp50 ms\tp99 ms\tp99.9 ms\terrors\tpeak RSS MiB\tCPU µs/req\t")
 	for _, s := range p.Systems {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t\n", s.System, s.RPS, s.P50MS, s.P99MS, s.P999MS, s.Errors, s.PeakRSSMiB)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.2f\t%.2f\t%d\t%.1f\t%.0f\t\n", s.System, s.RPS, s.P50MS, s.P99MS, s.P999MS, s.Errors, s.PeakRSSMiB, s.CPUPerRequestUS)
 	}
 	tw.Flush()
 	for _, c := range p.VersusBare {
-		fmt.Fprintf(w, "  %s vs bare: %.0f%% of the throughput (%.2f×), p50 %+.2f ms, p99 %+.2f ms\n",
-			c.System, 100*c.RPSRatio, c.RPSRatio, c.AddedP50, c.AddedP99)
+		fmt.Fprintf(w, "  %s vs bare: %.0f%% of the throughput (%.2f×), p50 %+.2f ms, p99 %+.2f ms, CPU per request %.1f×\n",
+			c.System, 100*c.RPSRatio, c.RPSRatio, c.AddedP50, c.AddedP99, c.CPURatio)
 	}
 	for _, s := range p.Systems {
 		if s.FirstError != "" {
@@ -299,7 +311,7 @@ func printBooks(w io.Writer, checks []booksCheck) {
 		if !b.Pass {
 			verdict = "FAIL"
 		}
-		fmt.Fprintf(w, "  %-34s %s  (%d keys, %d 200s seen, %d successful calls counted)\n", b.System, verdict, len(b.Keys), seen, counted)
+		fmt.Fprintf(w, "  %-30s %s  (%s, %d 200s seen, %d successful calls counted)\n", b.System, verdict, plural(len(b.Keys), "key"), seen, counted)
 		if b.Error != "" {
 			fmt.Fprintf(w, "    %s\n", b.Error)
 		}
@@ -310,6 +322,14 @@ func printBooks(w io.Writer, checks []booksCheck) {
 			}
 		}
 	}
+}
+
+// plural returns "1 key" or "n keys".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // printMemory prints each process's peak RSS over the run.
@@ -348,6 +368,17 @@ func printTargets(w io.Writer, targets []targetCheck) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\n", t.Goal, t.Measured, t.Status)
 	}
 	tw.Flush()
+}
+
+// printProblems prints what went wrong with the processes, if anything.
+func printProblems(w io.Writer, problems []string) {
+	if len(problems) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nProblems\n")
+	for _, p := range problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
 }
 
 // writeJSON writes res to path.

@@ -12,12 +12,13 @@ func TestCompare(t *testing.T) {
 		felix, bare      systemStats
 		wantRatio        float64
 		wantP50, wantP99 float64
+		wantCPU          float64
 	}{
 		{
 			name:      "slower and later",
-			felix:     systemStats{System: felixSQLite, RPS: 6000, P50MS: 1.5, P99MS: 4.25},
-			bare:      systemStats{System: bare, RPS: 10000, P50MS: 1.0, P99MS: 3.0},
-			wantRatio: 0.6, wantP50: 0.5, wantP99: 1.25,
+			felix:     systemStats{System: felixSQLite, RPS: 6000, P50MS: 1.5, P99MS: 4.25, CPUPerRequestUS: 300},
+			bare:      systemStats{System: bare, RPS: 10000, P50MS: 1.0, P99MS: 3.0, CPUPerRequestUS: 120},
+			wantRatio: 0.6, wantP50: 0.5, wantP99: 1.25, wantCPU: 2.5,
 		},
 		{
 			name:      "faster than bare gives a ratio above 1 and negative added latency",
@@ -26,8 +27,8 @@ func TestCompare(t *testing.T) {
 			wantRatio: 1.2, wantP50: -0.2, wantP99: -0.5,
 		},
 		{
-			name:      "bare served nothing: no ratio",
-			felix:     systemStats{System: felixPostgres, RPS: 500, P50MS: 2, P99MS: 5},
+			name:      "bare served nothing: no ratios",
+			felix:     systemStats{System: felixPostgres, RPS: 500, P50MS: 2, P99MS: 5, CPUPerRequestUS: 400},
 			bare:      systemStats{System: bare},
 			wantRatio: 0, wantP50: 2, wantP99: 5,
 		},
@@ -45,6 +46,7 @@ func TestCompare(t *testing.T) {
 				{"RPSRatio", c.RPSRatio, tt.wantRatio},
 				{"AddedP50", c.AddedP50, tt.wantP50},
 				{"AddedP99", c.AddedP99, tt.wantP99},
+				{"CPURatio", c.CPURatio, tt.wantCPU},
 			} {
 				if math.Abs(f.got-f.want) > 1e-9 {
 					t.Errorf("%s = %v, want %v", f.name, f.got, f.want)

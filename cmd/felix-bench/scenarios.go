@@ -22,8 +22,9 @@ const (
 
 // scenarios runs the streaming and many-in-flight scenarios, each against
 // a Felix on SQLite started for it (so that its VmHWM is the scenario's
-// own) in front of a target in the matching mode, and adds their results
-// and books to res. An error means a scenario could not be set up.
+// own) in front of a target in the matching mode, and adds their results,
+// books and problems to res. An error means a scenario could not be set
+// up.
 func (r *runner) scenarios(ctx context.Context, res *results) error {
 	s, books, err := r.streaming(ctx)
 	if err != nil {
@@ -31,6 +32,9 @@ func (r *runner) scenarios(ctx context.Context, res *results) error {
 	}
 	res.Streaming = s
 	res.Books = append(res.Books, books)
+	if err := r.stopChildren(); err != nil {
+		res.Problems = append(res.Problems, err.Error())
+	}
 
 	f, books, err := r.inFlight(ctx)
 	if err != nil {
@@ -38,6 +42,9 @@ func (r *runner) scenarios(ctx context.Context, res *results) error {
 	}
 	res.InFlight = f
 	res.Books = append(res.Books, books)
+	if err := r.stopChildren(); err != nil {
+		res.Problems = append(res.Problems, err.Error())
+	}
 	return nil
 }
 
@@ -96,7 +103,7 @@ func (r *runner) streaming(ctx context.Context) (*streamingResult, booksCheck, e
 		seen = 1
 	}
 	books := r.checkBooks(ctx, "felix-sqlite (streaming)", base, []string{key}, []int64{seen}, 1)
-	return s, books, r.stopChildren()
+	return s, books, nil
 }
 
 // readStream posts a generate request and reads the answer chunk by chunk,
@@ -185,5 +192,5 @@ func (r *runner) inFlight(ctx context.Context) (*inFlightResult, booksCheck, err
 	}
 	f.PeakRSSMiB = mib(after.hwm)
 	books := r.checkBooks(ctx, fmt.Sprintf("felix-sqlite (%d in flight)", inFlightRequests), base, []string{key}, []int64{f.OK}, inFlightRequests)
-	return f, books, r.stopChildren()
+	return f, books, nil
 }

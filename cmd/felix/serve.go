@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/felix-gateway/felix/internal/config"
@@ -81,6 +82,10 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// releaseWait bounds how long a shutdown that cut connections waits for
+// their handlers to release their calls.
+const releaseWait = 5 * time.Second
+
 // recoveryInterval is how often each instance looks for expired calls:
 // an indexed query that usually finds nothing.
 const recoveryInterval = time.Second
@@ -122,7 +127,14 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 		Pages:  web.Handler(),
 		Logger: log,
 	})
-	hs := server.NewHTTPServer(cfg.Addr, h, log)
+	// inFlight counts running handlers, so that a shutdown that has to cut
+	// connections can still wait for their calls to be released.
+	var inFlight atomic.Int64
+	hs := server.NewHTTPServer(cfg.Addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		h.ServeHTTP(w, r)
+	}), log)
 
 	recovery, stopRecovery := context.WithCancel(context.Background())
 	defer stopRecovery()
@@ -139,10 +151,13 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	drain, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(drain); err != nil {
-		// Cut the rest off: their calls are released (not charged) as
-		// their target requests are cancelled.
-		log.Warn("drain timed out; closing remaining connections", "err", err)
+		// Cut the rest off: their target requests are cancelled and their
+		// calls released (not charged) before the store closes.
+		log.Warn("drain timed out; closing remaining connections", "in_flight", inFlight.Load())
 		hs.Close()
+		for deadline := time.Now().Add(releaseWait); inFlight.Load() > 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return err

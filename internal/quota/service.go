@@ -19,23 +19,30 @@ type Options struct {
 	Hold time.Duration
 	// Location sets the calendar day of the daily history (default UTC).
 	Location *time.Location
-	Now      func() time.Time
-	Logger   *slog.Logger
+	// StoreTimeout bounds each write of a call, so that a stalled store
+	// fails requests (503) instead of holding them (default 3 s).
+	StoreTimeout time.Duration
+	Now          func() time.Time
+	Logger       *slog.Logger
 }
 
 // Service applies the accounting rules on top of a Store.
 type Service struct {
-	store Store
-	owner string
-	hold  time.Duration
-	loc   *time.Location
-	now   func() time.Time
-	log   *slog.Logger
+	store        Store
+	storeTimeout time.Duration
+	owner        string
+	hold         time.Duration
+	loc          *time.Location
+	now          func() time.Time
+	log          *slog.Logger
 }
 
 // NewService returns a Service. Zero options get defaults.
 func NewService(o Options) *Service {
-	s := &Service{store: o.Store, owner: o.Owner, hold: o.Hold, loc: o.Location, now: o.Now, log: o.Logger}
+	s := &Service{store: o.Store, storeTimeout: o.StoreTimeout, owner: o.Owner, hold: o.Hold, loc: o.Location, now: o.Now, log: o.Logger}
+	if s.storeTimeout <= 0 {
+		s.storeTimeout = 3 * time.Second
+	}
 	if s.hold <= 0 {
 		s.hold = 150 * time.Second
 	}
@@ -145,6 +152,8 @@ func (s *Service) Reserve(ctx context.Context, key string, cost int64, requestID
 	if err := ValidateKey(key); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.storeTimeout)
+	defer cancel()
 	now := s.nowUTC()
 	id, err := s.store.Reserve(ctx, Call{
 		KeyHash: HashKey(key), Cost: cost, Owner: s.owner, RequestID: requestID,
@@ -172,7 +181,7 @@ func (r *Reservation) Settle(ctx context.Context, status int) error {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt*attempt) * 50 * time.Millisecond)
 		}
-		if err = r.s.store.Settle(ctx, r.ID, o); err == nil || errors.Is(err, ErrCallReleased) {
+		if err = r.s.withTimeout(ctx, func(ctx context.Context) error { return r.s.store.Settle(ctx, r.ID, o) }); err == nil || errors.Is(err, ErrCallReleased) {
 			return err
 		}
 		r.s.log.Warn("settle failed", "call", r.ID, "attempt", attempt+1, "err", err)
@@ -184,8 +193,16 @@ func (r *Reservation) Settle(ctx context.Context, status int) error {
 // connection, client gone). If the store cannot be reached the call stays
 // open until recovery releases it, which has the same effect later.
 func (r *Reservation) Release(ctx context.Context, status int) error {
-	err := r.s.store.Release(context.WithoutCancel(ctx), r.ID, r.outcome(status))
+	o := r.outcome(status)
+	err := r.s.withTimeout(context.WithoutCancel(ctx), func(ctx context.Context) error { return r.s.store.Release(ctx, r.ID, o) })
 	return unavailableOrNil(err)
+}
+
+// withTimeout runs f with the store timeout.
+func (s *Service) withTimeout(ctx context.Context, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.storeTimeout)
+	defer cancel()
+	return f(ctx)
 }
 
 func (r *Reservation) outcome(status int) Outcome {

@@ -132,7 +132,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	c := r.Context().Value(callKey).(*call)
 	if c.settleErr != nil {
 		s.writeError(w, r, errorf(http.StatusServiceUnavailable, "store_unavailable",
-			"the target answered but the call could not be recorded, so it was not delivered and will not be charged: retry later"))
+			"the target answered but the usage store could not confirm the call, so the answer was withheld: retry later"))
 		s.log.Error("settle failed", "request_id", c.requestID, "call", c.res.ID, "err", c.settleErr)
 		return
 	}

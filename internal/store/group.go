@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // errClosed answers writes that arrive after Close.
@@ -10,6 +12,10 @@ var errClosed = errors.New("store: closed")
 
 // maxGroup bounds how many writes share one transaction.
 const maxGroup = 256
+
+// commitTimeout bounds one group's transaction, so that a stalled
+// database fails writes (503) instead of holding them forever.
+const commitTimeout = 5 * time.Second
 
 // group commits writes together. Callers hand it an operation and wait;
 // one goroutine runs every operation queued meanwhile in a single
@@ -26,8 +32,13 @@ type group[Tx any] struct {
 	exited chan struct{}
 	once   sync.Once
 	// commit runs ops in one transaction and commits it, or returns the
-	// error that rolled all of them back.
-	commit func(ops []*groupOp[Tx]) error
+	// error that stopped it.
+	commit func(ctx context.Context, ops []*groupOp[Tx]) error
+	// rolledBack reports whether a commit error means that nothing was
+	// written, so that each write of the failed group may be retried alone.
+	// After any other error (a lost connection: the commit may have
+	// happened) every write of the group fails.
+	rolledBack func(error) bool
 }
 
 type groupOp[Tx any] struct {
@@ -38,21 +49,40 @@ type groupOp[Tx any] struct {
 	done chan error
 }
 
-func newGroup[Tx any](commit func([]*groupOp[Tx]) error) *group[Tx] {
-	g := &group[Tx]{ops: make(chan *groupOp[Tx]), quit: make(chan struct{}), exited: make(chan struct{}), commit: commit}
+func newGroup[Tx any](commit func(context.Context, []*groupOp[Tx]) error, rolledBack func(error) bool) *group[Tx] {
+	g := &group[Tx]{
+		ops: make(chan *groupOp[Tx]), quit: make(chan struct{}), exited: make(chan struct{}),
+		commit: commit, rolledBack: rolledBack,
+	}
 	go g.loop()
 	return g
 }
 
 // do runs one operation in the next transaction and waits for its commit.
-func (g *group[Tx]) do(run func(tx Tx) error) error {
+// If ctx ends first, do returns ctx's error: before the operation joined a
+// transaction it is not run; after, its outcome is unknown to the caller
+// (every write of a call is conditional, so retrying it is safe).
+func (g *group[Tx]) do(ctx context.Context, run func(tx Tx) error) error {
 	op := &groupOp[Tx]{run: run, done: make(chan error, 1)}
 	select {
 	case g.ops <- op:
-		return <-op.done
+		select {
+		case err := <-op.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	case <-g.quit:
 		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
+}
+
+func (g *group[Tx]) commitNow(ops []*groupOp[Tx]) error {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	return g.commit(ctx, ops)
 }
 
 func (g *group[Tx]) loop() {
@@ -74,11 +104,11 @@ func (g *group[Tx]) loop() {
 				break more
 			}
 		}
-		err := g.commit(batch)
-		if err != nil && len(batch) > 1 {
+		err := g.commitNow(batch)
+		if err != nil && len(batch) > 1 && g.rolledBack(err) {
 			// One failing operation must not fail the others.
 			for _, op := range batch {
-				op.done <- g.commit([]*groupOp[Tx]{op})
+				op.done <- g.commitNow([]*groupOp[Tx]{op})
 			}
 			continue
 		}

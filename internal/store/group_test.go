@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -15,13 +16,13 @@ type tally struct{ ops int }
 func blockingGroup(commit func(ops []*groupOp[*tally]) error) (g *group[*tally], entered, release chan struct{}) {
 	entered, release = make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	g = newGroup(func(ops []*groupOp[*tally]) error {
+	g = newGroup(func(_ context.Context, ops []*groupOp[*tally]) error {
 		once.Do(func() {
 			close(entered)
 			<-release
 		})
 		return commit(ops)
-	})
+	}, func(error) bool { return true })
 	return g, entered, release
 }
 
@@ -39,7 +40,7 @@ func TestGroupShares(t *testing.T) {
 		return nil
 	})
 	defer g.close()
-	write := func() error { return g.do(func(tx *tally) error { tx.ops++; return nil }) }
+	write := func() error { return g.do(context.Background(), func(tx *tally) error { tx.ops++; return nil }) }
 
 	var wg sync.WaitGroup
 	wg.Go(func() { write() })
@@ -76,12 +77,12 @@ func TestGroupIsolatesFailures(t *testing.T) {
 	})
 	defer g.close()
 	var wg sync.WaitGroup
-	wg.Go(func() { g.do(func(*tally) error { return nil }) })
+	wg.Go(func() { g.do(context.Background(), func(*tally) error { return nil }) })
 	<-entered
 	errs := make([]error, 10)
 	for i := range errs {
 		wg.Go(func() {
-			errs[i] = g.do(func(*tally) error {
+			errs[i] = g.do(context.Background(), func(*tally) error {
 				if i == 3 {
 					return bad
 				}
@@ -102,10 +103,55 @@ func TestGroupIsolatesFailures(t *testing.T) {
 }
 
 func TestGroupClosed(t *testing.T) {
-	g := newGroup(func(ops []*groupOp[*tally]) error { return nil })
+	g := newGroup(func(context.Context, []*groupOp[*tally]) error { return nil }, func(error) bool { return true })
 	g.close()
 	g.close()
-	if err := g.do(func(*tally) error { return nil }); !errors.Is(err, errClosed) {
+	if err := g.do(context.Background(), func(*tally) error { return nil }); !errors.Is(err, errClosed) {
 		t.Errorf("write after close: got %v, want errClosed", err)
+	}
+}
+
+// TestGroupUnknownOutcome: when the commit's outcome is unknown (not a
+// rollback), no write of the group is retried, so none can apply twice.
+func TestGroupUnknownOutcome(t *testing.T) {
+	lost := errors.New("connection lost")
+	var runs atomic.Int64
+	g := newGroup(func(_ context.Context, ops []*groupOp[*tally]) error {
+		for _, op := range ops {
+			op.run(&tally{})
+		}
+		return lost
+	}, func(error) bool { return false })
+	defer g.close()
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			if err := g.do(context.Background(), func(*tally) error { runs.Add(1); return nil }); !errors.Is(err, lost) {
+				t.Errorf("got %v, want the commit's error", err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := runs.Load(); got != 20 {
+		t.Errorf("writes ran %d times, want 20 (no retries)", got)
+	}
+}
+
+// TestGroupGivesUpWaiting: a write whose context ends while the group is
+// stuck is not run, and its caller is told at once.
+func TestGroupGivesUpWaiting(t *testing.T) {
+	g, entered, release := blockingGroup(func(ops []*groupOp[*tally]) error { return nil })
+	defer g.close()
+	go g.do(context.Background(), func(*tally) error { return nil })
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ran := false
+	if err := g.do(ctx, func(*tally) error { ran = true; return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("got %v, want context.Canceled", err)
+	}
+	close(release)
+	if ran {
+		t.Error("a write whose caller gave up was run")
 	}
 }

@@ -53,20 +53,28 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Postgres, error)
 		return nil, fmt.Errorf("store: postgres: %w", err)
 	}
 	p := &Postgres{pool: pool}
-	p.writes = newGroup(p.commitGroup)
+	p.writes = newGroup(p.commitGroup, rolledBack)
 	return p, nil
 }
 
 // commitGroup sends a group of writes as one batch: an implicit
 // transaction that commits when the batch's results are read.
-func (p *Postgres) commitGroup(ops []*groupOp[*pgx.Batch]) error {
+func (p *Postgres) commitGroup(ctx context.Context, ops []*groupOp[*pgx.Batch]) error {
 	b := &pgx.Batch{}
 	for _, op := range ops {
 		if err := op.run(b); err != nil {
 			return err
 		}
 	}
-	return p.pool.SendBatch(context.Background(), b).Close()
+	return p.pool.SendBatch(ctx, b).Close()
+}
+
+// rolledBack reports whether the server refused the batch (a statement
+// failed, a deadlock was broken): then its implicit transaction was rolled
+// back. A lost connection leaves the commit unknown.
+func rolledBack(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
 }
 
 // Close stops the writer and closes the pool.
@@ -136,7 +144,7 @@ func (p *Postgres) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.K
 // key and the insert of the open call commit together or not at all.
 func (p *Postgres) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	var id int64
-	err := p.writes.do(func(b *pgx.Batch) error {
+	err := p.writes.do(ctx, func(b *pgx.Batch) error {
 		id = 0
 		b.Queue(`
 			WITH k AS (
@@ -175,7 +183,7 @@ func (p *Postgres) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 // Settle charges an open call, its key and its day in one statement.
 func (p *Postgres) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
 	var settled bool
-	err := p.writes.do(func(b *pgx.Batch) error {
+	err := p.writes.do(ctx, func(b *pgx.Batch) error {
 		settled = false
 		b.Queue(`
 			WITH c AS (
@@ -210,7 +218,7 @@ func (p *Postgres) Settle(ctx context.Context, callID int64, o quota.Outcome) er
 
 // Release frees an open call without charging it.
 func (p *Postgres) Release(ctx context.Context, callID int64, o quota.Outcome) error {
-	return wrap("release", p.writes.do(func(b *pgx.Batch) error {
+	return wrap("release", p.writes.do(ctx, func(b *pgx.Batch) error {
 		b.Queue(`
 			WITH c AS (
 				UPDATE calls SET state = 'released', status = $2, finished_at = $3

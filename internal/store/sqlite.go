@@ -90,13 +90,15 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 			return nil, fmt.Errorf("store: sqlite %s: prepare %s: %w (run `felix migrate` first?)", path, name, err)
 		}
 	}
-	s.writes = newGroup(s.commitGroup)
+	// A failed SQLite transaction is rolled back: its writes may be
+	// retried alone.
+	s.writes = newGroup(s.commitGroup, func(error) bool { return true })
 	return s, nil
 }
 
 // commitGroup runs a group of writes in one transaction.
-func (s *SQLite) commitGroup(ops []*groupOp[*sql.Tx]) error {
-	tx, err := s.w.Begin()
+func (s *SQLite) commitGroup(ctx context.Context, ops []*groupOp[*sql.Tx]) error {
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -197,7 +199,7 @@ func (s *SQLite) stmt(tx *sql.Tx, name string) *sql.Stmt { return tx.Stmt(s.stmt
 // of the open call commit together or not at all.
 func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	var id int64
-	err := s.writes.do(func(tx *sql.Tx) error {
+	err := s.writes.do(ctx, func(tx *sql.Tx) error {
 		id = 0
 		var keyID int64
 		err := s.stmt(tx, "reserve").QueryRow(c.Cost, micros(c.Start), c.KeyHash).Scan(&keyID)
@@ -234,7 +236,7 @@ func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
 	at := micros(o.At)
 	var settled bool
-	err := s.writes.do(func(tx *sql.Tx) error {
+	err := s.writes.do(ctx, func(tx *sql.Tx) error {
 		settled = false
 		var keyID, cost int64
 		err := s.stmt(tx, "settleCall").QueryRow(o.Status, at, callID).Scan(&keyID, &cost)
@@ -263,7 +265,7 @@ func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) erro
 // Release frees an open call without charging it.
 func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) error {
 	at := micros(o.At)
-	return wrap("release", s.writes.do(func(tx *sql.Tx) error {
+	return wrap("release", s.writes.do(ctx, func(tx *sql.Tx) error {
 		var keyID, cost int64
 		err := s.stmt(tx, "releaseCall").QueryRow(o.Status, at, callID).Scan(&keyID, &cost)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -281,7 +283,7 @@ func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) err
 func (s *SQLite) releaseWhere(ctx context.Context, op string, now time.Time, cond string, args ...any) (int, error) {
 	at := micros(now)
 	n := 0
-	err := s.writes.do(func(tx *sql.Tx) error {
+	err := s.writes.do(ctx, func(tx *sql.Tx) error {
 		n = 0
 		rows, err := tx.Query(`
 			UPDATE calls SET state = 'released', finished_at = ?1

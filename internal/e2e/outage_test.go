@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/store/storetest"
+)
+
+// TestStoreOutage cuts felix off its PostgreSQL under load: felix must say
+// so (/readyz and generate answer 503 store_unavailable), forward nothing
+// while it cannot record reservations, and recover by itself once the
+// database is back, with balanced books.
+func TestStoreOutage(t *testing.T) {
+	seed := testSeed(t)
+	databaseURL := storetest.URL(t, store.PostgresKind)
+	direct, err := url.Parse(databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, direct.Host)
+	viaProxy := *direct
+	viaProxy.Host = proxy.Addr()
+
+	tgt := newTarget(t, seed, func(r *rand.Rand) (time.Duration, int) {
+		return time.Duration(r.IntN(31)) * time.Millisecond, http.StatusOK
+	})
+	// A 2s hold: calls whose settle fails during the outage are released soon.
+	f := startFelix(t, felixOptions{
+		DatabaseURL: viaProxy.String(), Target: tgt.URL(), Instance: "outage",
+		TargetTimeout: time.Second, ReservationGrace: time.Second,
+	})
+	pid := f.cmd.Process.Pid
+	l := openLedger(t, databaseURL) // the test reads the database directly
+	admin := newClient(t)
+	b := createKey(t, admin, f.URL, "outage", 100_000)
+
+	// Background load through the whole test.
+	ctx, stopLoad := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stopLoad()
+	hc := newClient(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 5000 {
+				if ctx.Err() != nil {
+					return
+				}
+				a := generate(context.Background(), hc, f.URL, b.key)
+				b.record(a)
+				if a.status != http.StatusOK {
+					time.Sleep(10 * time.Millisecond) // no busy loop during the outage
+				}
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	okBefore := b.seen200.Load()
+
+	proxy.cut()
+	cutAt := time.Now()
+	ready := func() (int, string) {
+		var e struct{ Code string }
+		code, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
+		return code, e.Code
+	}
+	for {
+		code, errCode := ready()
+		if code == http.StatusServiceUnavailable && errCode == "store_unavailable" {
+			break
+		}
+		if time.Since(cutAt) > 5*time.Second {
+			t.Fatalf("/readyz still answers %d %q 5s into the outage, want 503 store_unavailable", code, errCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	notReadyAfter := time.Since(cutAt)
+	// Calls admitted just before the cut may still be forwarded; after
+	// that nothing may reach the target.
+	time.Sleep(200 * time.Millisecond)
+	hitsAtOutage := tgt.hits.Load()
+	const probes = 20
+	var slowest time.Duration
+	for i := range probes {
+		a := generate(context.Background(), hc, f.URL, b.key)
+		b.record(a)
+		slowest = max(slowest, a.took)
+		if a.status != http.StatusServiceUnavailable || a.code != "store_unavailable" || a.settleFailed() {
+			t.Errorf("generate %d during the outage: got %v, want 503 store_unavailable, not forwarded", i, a)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, errCode := ready(); code != http.StatusServiceUnavailable || errCode != "store_unavailable" {
+		t.Errorf("/readyz at the end of the outage: got %d %q, want 503 store_unavailable", code, errCode)
+	}
+	hitsDuringOutage := tgt.hits.Load() - hitsAtOutage
+	if hitsDuringOutage != 0 {
+		t.Errorf("the target received %d requests while felix could not record reservations", hitsDuringOutage)
+	}
+	outage := time.Since(cutAt)
+
+	proxy.restore()
+	restoreAt := time.Now()
+	for {
+		a := generate(context.Background(), hc, f.URL, b.key)
+		b.record(a)
+		if a.status == http.StatusOK {
+			break
+		}
+		if time.Since(restoreAt) > 15*time.Second {
+			t.Fatalf("felix does not recover 15s after the database came back: last answer %v", a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	recovered := time.Since(restoreAt)
+	if code, errCode := ready(); code != http.StatusOK {
+		t.Errorf("/readyz after recovery: got %d %q, want 200", code, errCode)
+	}
+	okAfterRestore := b.seen200.Load()
+	time.Sleep(500 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+	if b.seen200.Load() == okAfterRestore {
+		t.Errorf("no request succeeded in the 500ms after recovery")
+	}
+	if f.cmd.Process.Pid != pid || !f.running() {
+		t.Fatalf("felix process %d is gone: it must recover without a restart", pid)
+	}
+	// Calls whose settle failed in the outage stay open until their deadline.
+	wait := l.waitNoOpenCalls(t, 10*time.Second)
+	t.Logf("outage of %s: /readyz 503 after %s, %d probes answered 503 store_unavailable (slowest %s), target hits during the outage %d; 200 again %s after restore; open calls resolved %s later; %d × 200 before the cut, %d in all; %s",
+		outage.Round(time.Millisecond), notReadyAfter.Round(time.Millisecond), probes, slowest.Round(time.Millisecond),
+		hitsDuringOutage, recovered.Round(time.Millisecond), wait.Round(time.Millisecond), okBefore, b.seen200.Load(), b)
+	if n := b.lost.Load(); n != 0 {
+		t.Errorf("%d requests ended in a transport error: felix must answer during an outage", n)
+	}
+	// A 503 after the target's 2xx withholds the answer; the call is
+	// released, or charged if its settle committed but the confirmation was
+	// lost in the cut (the one case Felix cannot know; see the README).
+	b.mu.Lock()
+	states := l.statesOf(t, b.settleIDs)
+	b.mu.Unlock()
+	t.Logf("calls whose 2xx answer was withheld (503): %d, by final state: %v", b.settleFail.Load(), states)
+	if n := states["settled"]; n > 0 {
+		var began []string
+		for _, id := range b.settleIDs {
+			var fin time.Time // the outcome time felix stamped before its first settle attempt
+			err := l.db.QueryRow(`SELECT finished_at FROM calls WHERE state = 'settled' AND request_id = $1`, id).Scan(&fin)
+			if err == nil {
+				began = append(began, fmt.Sprintf("%s settle began %s before the cut", id, cutAt.Sub(fin).Round(time.Millisecond)))
+			}
+		}
+		t.Logf("%d withheld calls were charged: their settle reached PostgreSQL and committed, its confirmation was lost in the cut: %v", n, began)
+	}
+	checkBooks(t, l, []*book{b})
+	checkSiteStats(t, admin, f.URL, l)
+}
+
+// TestStoreStall freezes felix's PostgreSQL connections instead of
+// cutting them (a network partition, a frozen server): felix must still
+// answer generate with 503 store_unavailable in bounded time, as /readyz
+// does, and recover by itself once the database moves again.
+func TestStoreStall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a frozen database; skipped in -short mode")
+	}
+	databaseURL := storetest.URL(t, store.PostgresKind)
+	direct, err := url.Parse(databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startProxy(t, direct.Host)
+	viaProxy := *direct
+	viaProxy.Host = proxy.Addr()
+	tgt := newTarget(t, 1, always200(0))
+	f := startFelix(t, felixOptions{
+		DatabaseURL: viaProxy.String(), Target: tgt.URL(), Instance: "stall",
+		TargetTimeout: time.Second, ReservationGrace: time.Second,
+	})
+	l := openLedger(t, databaseURL)
+	admin := newClient(t)
+	b := createKey(t, admin, f.URL, "stall", 100)
+	hc := newClient(t)
+	if a := generate(context.Background(), hc, f.URL, b.key); a.status != http.StatusOK {
+		t.Fatalf("before the stall: got %v, want 200", a)
+	} else {
+		b.record(a)
+	}
+
+	proxy.stall()
+	stallAt := time.Now()
+	var e struct{ Code string }
+	code, _ := getJSON(&http.Client{Timeout: 10 * time.Second}, f.URL+"/readyz", "", &e)
+	readyTook := time.Since(stallAt)
+	if code != http.StatusServiceUnavailable || e.Code != "store_unavailable" {
+		t.Errorf("/readyz during the stall: got %d %q after %s, want 503 store_unavailable", code, e.Code, readyTook)
+	}
+	hitsBefore := tgt.hits.Load()
+	const bound = 5 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	a := generate(ctx, hc, f.URL, b.key)
+	cancel()
+	b.record(a)
+	hits := tgt.hits.Load() - hitsBefore
+	proxy.unstall()
+	t.Logf("stall: /readyz %d after %s; generate: %v; target hits during the stall %d", code, readyTook.Round(time.Millisecond), a, hits)
+	if hits != 0 {
+		t.Errorf("the target received %d requests while felix could not record reservations", hits)
+	}
+	hung := a.err != nil
+	if !hung && (a.status != http.StatusServiceUnavailable || a.code != "store_unavailable") {
+		t.Errorf("generate during the stall: got %v, want 503 store_unavailable", a)
+	}
+
+	restoreAt := time.Now()
+	for {
+		a := generate(context.Background(), hc, f.URL, b.key)
+		b.record(a)
+		if a.status == http.StatusOK {
+			break
+		}
+		if time.Since(restoreAt) > 15*time.Second {
+			t.Fatalf("felix does not recover 15s after the stall ended: last answer %v", a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("200 again %s after the stall ended", time.Since(restoreAt).Round(time.Millisecond))
+	l.waitNoOpenCalls(t, 10*time.Second)
+	checkBooks(t, l, []*book{b})
+	if hung {
+		t.Errorf("generate got no answer within %s while the store was stalled (%v), want 503 store_unavailable", bound, a.err)
+	}
+
+}
