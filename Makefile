@@ -1,6 +1,8 @@
 # Felix's everyday commands. `make help` lists them.
 GO ?= go
 BIN ?= bin/felix
+# the local PostgreSQL that the PostgreSQL tests, bench and reliability use
+PGTEST ?= postgres://postgres@127.0.0.1:5432/test?sslmode=disable
 
 .PHONY: help dev build start migrate demo test test-pg fuzz bench reliability ci
 
@@ -26,16 +28,18 @@ test: ## run every test (PostgreSQL ones too when FELIX_TEST_DATABASE_URL is set
 	$(GO) test ./...
 
 test-pg: ## run every test against the local PostgreSQL too, with the race detector
-	FELIX_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' $(GO) test -race ./...
+	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -race ./...
 
 fuzz: ## fuzz each decoder for 30 s
 	for t in FuzzDecodeGenerate FuzzAdminBody FuzzClientKey; do $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime 30s ./internal/server/ || exit 1; done
 
 bench: ## benchmark Felix against a bare reverse proxy (see README, Performance)
-	$(GO) run ./cmd/felix-bench --pg 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
+	$(GO) run ./cmd/felix-bench --pg '$(PGTEST)'
 
-reliability: ## crash, multi-instance and fault suites with a summary table
-	FELIX_TEST_DATABASE_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable' $(GO) test -count=1 -v -run 'Crash|ThreeInstances|Graceful|Outage' ./internal/e2e/
+reliability: ## fault suites, then the crash and multi-instance suites with a summary table
+	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -count=1 -run 'TestTargetFaults|TestTargetRefuses|TestResetMidBody|TestStreaming|TestClientGone|TestStoreUnavailable|TestSettleFails|TestNoOverspend' ./internal/server/
+	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -count=1 ./internal/e2e/ -args -report '$(CURDIR)/reliability.txt'
+	@echo; echo "Reliability summary ($$(date -u +%F), $$(nproc) cores):"; cat reliability.txt
 
 ci: ## what CI runs
 	bash .ci/run

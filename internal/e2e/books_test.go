@@ -40,6 +40,7 @@ type book struct {
 	mu          sync.Mutex
 	unexpectedS []string // the first unexpected answers
 	settleIDs   []string // request IDs of the settle-failed answers
+	tallied     int64    // answers already counted in the summary
 }
 
 // record counts one answer.
@@ -349,6 +350,18 @@ func (l *ledger) keys(t testing.TB) map[int64]*keyRow {
 // seen200 ≤ successful ≤ seen200 + answers whose outcome the client lost.
 func checkBooks(t testing.TB, l *ledger, books []*book) {
 	t.Helper()
+	failedBefore := t.Failed()
+	defer func() {
+		tally(l.kind, func(r *tallyRow) {
+			for _, b := range books {
+				r.requests += b.untallied()
+			}
+			r.audits++
+			if t.Failed() && !failedBefore {
+				r.discrepancies++
+			}
+		})
+	}()
 	rows := l.keys(t)
 	var sumSuccessful int64
 	for _, k := range rows {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/felix-gateway/felix/internal/store"
 )
 
 // adminToken is the ADMIN_TOKEN every felix process of these tests gets.
@@ -195,6 +197,7 @@ func (f *felix) running() bool {
 // kill sends SIGKILL and waits until the process is gone.
 func (f *felix) kill() {
 	f.t.Helper()
+	tally(f.kind(), func(r *tallyRow) { r.kills++ })
 	if err := f.cmd.Process.Signal(syscall.SIGKILL); err != nil && f.running() {
 		f.t.Fatalf("kill felix %s: %v", f.opts.Instance, err)
 	}
@@ -300,4 +303,17 @@ func (f *felix) releasedAtStart() int {
 		}
 	}
 	return n
+}
+
+// kind is the store f runs on.
+func (f *felix) kind() store.Kind {
+	kind, _, _ := store.Parse(f.opts.DatabaseURL)
+	return kind
+}
+
+// interrupt sends SIGTERM while f serves load: a fault in the summary.
+func (f *felix) interrupt() {
+	f.t.Helper()
+	tally(f.kind(), func(r *tallyRow) { r.faults++ })
+	f.terminate()
 }

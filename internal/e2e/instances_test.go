@@ -172,7 +172,7 @@ func TestThreeInstances(t *testing.T) {
 		time.Sleep(duration / 3)
 		down.Store(true)
 		stopAt := time.Now()
-		nodes[victim].terminate()
+		nodes[victim].interrupt()
 		code, exited := nodes[victim].waitExit(15 * time.Second)
 		stopped := time.Since(stopAt)
 		if !exited || code != 0 {

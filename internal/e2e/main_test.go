@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: built felix in %s\n", time.Since(start).Round(time.Millisecond))
 	}
 	code := m.Run()
+	writeReportFile()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -66,6 +66,7 @@ func TestStoreOutage(t *testing.T) {
 
 	proxy.cut()
 	cutAt := time.Now()
+	tally(store.PostgresKind, func(r *tallyRow) { r.faults++ })
 	ready := func() (int, string) {
 		var e struct{ Code string }
 		code, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
@@ -195,6 +196,7 @@ func TestStoreStall(t *testing.T) {
 	}
 
 	proxy.stall()
+	tally(store.PostgresKind, func(r *tallyRow) { r.faults++ })
 	stallAt := time.Now()
 	var e struct{ Code string }
 	code, _ := getJSON(&http.Client{Timeout: 10 * time.Second}, f.URL+"/readyz", "", &e)

@@ -40,7 +40,7 @@ func TestGracefulShutdown(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		termAt := time.Now()
-		f.terminate()
+		f.interrupt()
 
 		// A new request while draining is refused: the listener is closed.
 		if err := f.waitLog("shutting down: draining in-flight requests", 5*time.Second); err != nil {
@@ -113,7 +113,7 @@ func TestShutdownTimeout(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		termAt := time.Now()
-		f.terminate()
+		f.interrupt()
 		code, exited := f.waitExit(shutdownTimeout + 5*time.Second)
 		took := time.Since(termAt)
 		wg.Wait()

@@ -29,7 +29,6 @@ CREATE TABLE calls (
     finished_at TIMESTAMPTZ
 );
 CREATE INDEX calls_open ON calls (deadline) WHERE state = 'open';
-CREATE INDEX calls_key ON calls (key_id);
 
 -- Successful calls per calendar day: the history behind totalGenerations.
 CREATE TABLE daily_generations (

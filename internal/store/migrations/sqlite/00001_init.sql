@@ -30,7 +30,6 @@ CREATE TABLE calls (
     finished_at INTEGER
 );
 CREATE INDEX calls_open ON calls (deadline) WHERE state = 'open';
-CREATE INDEX calls_key ON calls (key_id);
 
 -- Successful calls per calendar day: the history behind totalGenerations.
 CREATE TABLE daily_generations (
