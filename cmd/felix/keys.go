@@ -114,24 +114,12 @@ type keyPrinter struct {
 	json bool
 }
 
-type keyOut struct {
-	ID              int64     `json:"id"`
-	APIKey          string    `json:"apiKey"`
-	Name            string    `json:"name"`
-	TotalCalls      int64     `json:"totalCalls"`
-	SuccessfulCalls int64     `json:"successfulCalls"`
-	RemainingCalls  int64     `json:"remainingCalls"`
-	ReservedCalls   int64     `json:"reservedCalls"`
-	CreatedAt       time.Time `json:"createdAt"`
-	UpdatedAt       time.Time `json:"updatedAt"`
-}
-
 // print writes keys as a table or JSON; full replaces the masked key of a
 // single key just created.
 func (p keyPrinter) print(full string, keys ...quota.Key) error {
-	out := make([]keyOut, len(keys))
+	out := make([]quota.Stats, len(keys))
 	for i, k := range keys {
-		out[i] = keyOut{k.ID, k.Prefix + "…", k.Name, k.TotalCalls, k.SuccessfulCalls, k.RemainingCalls, k.ReservedCalls, k.CreatedAt, k.UpdatedAt}
+		out[i] = k.Stats()
 		if full != "" {
 			out[i].APIKey = full
 		}

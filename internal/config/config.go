@@ -20,7 +20,7 @@ import (
 // Config is every setting Felix reads. Load fills it; the zero value is not
 // usable.
 type Config struct {
-	DatabaseURL      string         // "" means SQLite at ./felix.db; see SQLitePath
+	DatabaseURL      string         // "" means SQLite at ./felix.db
 	TargetURL        *url.URL       // the image API's base URL, path prefix kept; nil when not required and unset
 	TargetPath       string         // path appended to TargetURL, starts with "/"
 	TargetKey        string         // secret sent to the target; "" sends none
@@ -139,12 +139,6 @@ func (c Config) TargetEndpoint() string {
 		return ""
 	}
 	return strings.TrimSuffix(c.TargetURL.String(), "/") + c.TargetPath
-}
-
-// SQLitePath reports the SQLite file the store uses, or false when
-// DatabaseURL selects PostgreSQL.
-func (c Config) SQLitePath() (string, bool) {
-	return sqlitePath(c.DatabaseURL)
 }
 
 // LogValue keeps secrets out of logs: the target key and admin token are

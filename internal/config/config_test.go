@@ -61,9 +61,6 @@ func TestLoadDefaults(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", ch.name, ch.got, ch.want)
 		}
 	}
-	if path, ok := c.SQLitePath(); path != "felix.db" || !ok {
-		t.Errorf("SQLitePath: got %q, %v, want %q, true", path, ok, "felix.db")
-	}
 }
 
 func TestLoadValues(t *testing.T) {
@@ -120,9 +117,6 @@ func TestLoadValues(t *testing.T) {
 		if ch.got != ch.want {
 			t.Errorf("%s: got %v, want %v", ch.name, ch.got, ch.want)
 		}
-	}
-	if path, ok := c.SQLitePath(); ok {
-		t.Errorf("SQLitePath: got %q, true, want false for PostgreSQL", path)
 	}
 }
 
@@ -345,35 +339,6 @@ func TestLoadLeavesProcessEnvironmentAlone(t *testing.T) {
 	for _, name := range []string{canary, "TARGET_API_DOMAIN"} {
 		if v, ok := os.LookupEnv(name); ok {
 			t.Errorf("%s: got %q in the process environment, want it unset", name, v)
-		}
-	}
-}
-
-func TestSQLitePath(t *testing.T) {
-	tests := []struct {
-		url      string
-		wantPath string
-		wantOK   bool
-	}{
-		{"", "felix.db", true},
-		{"sqlite:data/felix.db", "data/felix.db", true},
-		{"sqlite:/var/lib/felix/felix.db", "/var/lib/felix/felix.db", true},
-		{"sqlite://felix.db", "felix.db", true},
-		{"sqlite:///var/lib/felix.db", "/var/lib/felix.db", true},
-		{"file:felix.db", "felix.db", true},
-		{"SQLite:felix.db", "felix.db", true},
-		{"postgres://localhost/felix", "", false},
-		{"postgresql://localhost/felix", "", false},
-	}
-	for _, tt := range tests {
-		c, err := Load(envOf(map[string]string{"DATABASE_URL": tt.url}), t.TempDir(), false)
-		if err != nil {
-			t.Errorf("DATABASE_URL=%q: %v", tt.url, err)
-			continue
-		}
-		path, ok := c.SQLitePath()
-		if path != tt.wantPath || ok != tt.wantOK {
-			t.Errorf("DATABASE_URL=%q: got %q, %v, want %q, %v", tt.url, path, ok, tt.wantPath, tt.wantOK)
 		}
 	}
 }

@@ -37,6 +37,29 @@ type Key struct {
 	UpdatedAt       time.Time
 }
 
+// Stats is a key's statistics as clients see them, under the seed's field
+// names (its api_key_stats table) plus Felix's own. APIKey is masked.
+type Stats struct {
+	ID              int64     `json:"id"`
+	APIKey          string    `json:"apiKey"`
+	Name            string    `json:"name"`
+	TotalCalls      int64     `json:"totalCalls"`
+	SuccessfulCalls int64     `json:"successfulCalls"`
+	RemainingCalls  int64     `json:"remainingCalls"`
+	ReservedCalls   int64     `json:"reservedCalls"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
+}
+
+// Stats returns the key's statistics with its masked display prefix.
+func (k Key) Stats() Stats {
+	return Stats{
+		ID: k.ID, APIKey: k.Prefix + "…", Name: k.Name,
+		TotalCalls: k.TotalCalls, SuccessfulCalls: k.SuccessfulCalls, RemainingCalls: k.RemainingCalls, ReservedCalls: k.ReservedCalls,
+		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
+	}
+}
+
 // NewKey is what a store needs to create a key.
 type NewKey struct {
 	Hash      string

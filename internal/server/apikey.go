@@ -10,27 +10,6 @@ import (
 	"github.com/felix-gateway/felix/internal/quota"
 )
 
-// keyJSON is a key's statistics as the seed's clients know them.
-type keyJSON struct {
-	ID              int64     `json:"id"`
-	APIKey          string    `json:"apiKey"` // masked, except once at creation
-	Name            string    `json:"name"`
-	TotalCalls      int64     `json:"totalCalls"`
-	SuccessfulCalls int64     `json:"successfulCalls"`
-	RemainingCalls  int64     `json:"remainingCalls"`
-	ReservedCalls   int64     `json:"reservedCalls"`
-	CreatedAt       time.Time `json:"createdAt"`
-	UpdatedAt       time.Time `json:"updatedAt"`
-}
-
-func toKeyJSON(k quota.Key) keyJSON {
-	return keyJSON{
-		ID: k.ID, APIKey: k.Prefix + "…", Name: k.Name,
-		TotalCalls: k.TotalCalls, SuccessfulCalls: k.SuccessfulCalls, RemainingCalls: k.RemainingCalls, ReservedCalls: k.ReservedCalls,
-		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
-	}
-}
-
 // maxCalls bounds amounts an admin may set.
 const maxCalls = 1 << 53
 
@@ -44,7 +23,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toKeyJSON(k))
+	writeJSON(w, http.StatusOK, k.Stats())
 	return nil
 }
 
@@ -84,7 +63,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := toKeyJSON(k)
+	out := k.Stats()
 	out.APIKey = full
 	writeJSON(w, http.StatusCreated, out)
 	return nil
@@ -108,7 +87,7 @@ func (s *Server) setRemaining(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toKeyJSON(k))
+	writeJSON(w, http.StatusOK, k.Stats())
 	return nil
 }
 

@@ -36,15 +36,16 @@ const (
 // store needs to open it: a connection string for PostgreSQL, a file path
 // for SQLite ("felix.db" when the URL is empty).
 func Parse(databaseURL string) (Kind, string, error) {
-	switch {
-	case databaseURL == "":
+	if databaseURL == "" {
 		return SQLiteKind, "felix.db", nil
-	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+	}
+	scheme, rest, _ := strings.Cut(databaseURL, ":")
+	switch strings.ToLower(scheme) {
+	case "postgres", "postgresql":
 		return PostgresKind, databaseURL, nil
-	case strings.HasPrefix(databaseURL, "sqlite:"):
-		return SQLiteKind, strings.TrimPrefix(strings.TrimPrefix(databaseURL, "sqlite:"), "//"), nil
-	case strings.HasPrefix(databaseURL, "file:"):
-		return SQLiteKind, strings.TrimPrefix(databaseURL, "file:"), nil
+	case "sqlite", "file":
+		// sqlite://x and sqlite:///x mean x and /x, as in URLs.
+		return SQLiteKind, strings.TrimPrefix(rest, "//"), nil
 	}
 	return "", "", fmt.Errorf("store: DATABASE_URL %q is neither postgres://… nor sqlite:PATH", databaseURL)
 }

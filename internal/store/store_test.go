@@ -283,6 +283,8 @@ func TestParse(t *testing.T) {
 		{"sqlite:/tmp/x.db", store.SQLiteKind, "/tmp/x.db"},
 		{"sqlite:///tmp/x.db", store.SQLiteKind, "/tmp/x.db"},
 		{"file:x.db", store.SQLiteKind, "x.db"},
+		{"SQLite:x.db", store.SQLiteKind, "x.db"},
+		{"sqlite://x.db", store.SQLiteKind, "x.db"},
 		{"postgres://u@h/db", store.PostgresKind, "postgres://u@h/db"},
 		{"postgresql://u@h/db", store.PostgresKind, "postgresql://u@h/db"},
 	} {
