@@ -31,7 +31,7 @@ type target struct {
 	respond atomic.Value // http.HandlerFunc
 }
 
-func newTarget(t *testing.T) *target {
+func newTarget(t testing.TB) *target {
 	tg := &target{}
 	tg.setHandler(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -60,14 +60,14 @@ func (tg *target) lastRequest() (*http.Request, []byte) {
 
 // felix is a real Felix server on a fresh store, in front of a fake target.
 type felix struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	target *target
 	quota  *quota.Service
 	store  quota.Store
 }
 
-func newFelixOn(t *testing.T, databaseURL string, tg *target, configure ...func(*server.Options)) *felix {
+func newFelixOn(t testing.TB, databaseURL string, tg *target, configure ...func(*server.Options)) *felix {
 	t.Helper()
 	st := storetest.Open(t, databaseURL)
 	svc := quota.NewService(quota.Options{Store: st, Owner: "test"})
@@ -82,13 +82,13 @@ func newFelixOn(t *testing.T, databaseURL string, tg *target, configure ...func(
 	return &felix{t: t, url: httptestServer(t, server.New(o)), target: tg, quota: svc, store: st}
 }
 
-func httptestServer(t *testing.T, h http.Handler) string {
+func httptestServer(t testing.TB, h http.Handler) string {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
 
-func newFelix(t *testing.T, databaseURL string, configure ...func(*server.Options)) *felix {
+func newFelix(t testing.TB, databaseURL string, configure ...func(*server.Options)) *felix {
 	return newFelixOn(t, databaseURL, newTarget(t), configure...)
 }
 
