@@ -28,13 +28,18 @@ func TestSeedFlow(t *testing.T) {
 			http.StatusConflict, "key_exists")
 
 		// The seed's body form: the key in the body, with extra fields.
-		r = f.do("POST", "/api/generate", `{"apiKey":"seed-client-key-1","prompt":"a cat","width":512,"height":512,"steps":20,"batch_size":1,"model":"default","sampler":{"name":"euler"},"cfg_scale":7.5}`,
+		f.target.setHandler(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("X-Request-ID", "the-targets-own")
+			io.WriteString(w, `{"images":["aW1n"]}`)
+		})
+		r = f.do("POST", "/api/generate?apiKey=leak&x=1", `{"apiKey":"seed-client-key-1","prompt":"a cat","width":512,"height":512,"steps":20,"batch_size":1,"model":"default","sampler":{"name":"euler"},"cfg_scale":7.5}`,
 			"X-Request-ID", "req-123")
 		if r.status != http.StatusOK || string(r.body) != `{"images":["aW1n"]}` || r.header.Get("Content-Type") != "application/json" {
 			t.Fatalf("generate: got %d %q %q", r.status, r.header.Get("Content-Type"), r.body)
 		}
-		if r.header.Get("X-Request-ID") != "req-123" {
-			t.Errorf("X-Request-ID returned: got %q, want req-123", r.header.Get("X-Request-ID"))
+		if ids := r.header.Values("X-Request-ID"); len(ids) != 1 || ids[0] != "req-123" {
+			t.Errorf("X-Request-ID returned: got %q, want just req-123", ids)
 		}
 		req, body := f.target.lastRequest()
 		var fwd map[string]any
@@ -46,6 +51,9 @@ func TestSeedFlow(t *testing.T) {
 		}
 		if fwd["prompt"] != "a cat" || fwd["cfg_scale"] != 7.5 || fmt.Sprint(fwd["sampler"]) != "map[name:euler]" || fwd["model"] != "default" {
 			t.Errorf("forwarded body lost fields: %s", body)
+		}
+		if req.URL.RawQuery != "" {
+			t.Errorf("the client's query %q reached the target", req.URL.RawQuery)
 		}
 		if req.URL.Path != "/api/generate" || req.Header.Get("Authorization") != "Bearer target-secret" || req.Header.Get("X-Request-ID") != "req-123" {
 			t.Errorf("forwarded request: path %q, Authorization %q, X-Request-ID %q", req.URL.Path, req.Header.Get("Authorization"), req.Header.Get("X-Request-ID"))

@@ -94,6 +94,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Host = s.endpoint.Host
 	pr.Out.URL.Path = s.endpoint.Path
 	pr.Out.URL.RawPath = ""
+	pr.Out.URL.RawQuery = "" // the target gets the configured endpoint, nothing of the client's URL
 	pr.Out.Host = ""
 	h := pr.Out.Header
 	for _, name := range []string{"Authorization", "X-API-Key", "Cookie", "Proxy-Authorization"} {
@@ -115,7 +116,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 // A 2xx that cannot be charged is not delivered (proxyError answers 503).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	c := resp.Request.Context().Value(callKey).(*call)
-	resp.Header.Set("X-Request-ID", c.requestID)
+	resp.Header.Del("X-Request-ID") // the client gets Felix's, set already
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if err := c.res.Settle(resp.Request.Context(), resp.StatusCode); err != nil {
 			c.settleErr = err
