@@ -59,10 +59,7 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 	defer target.Close()
 	cfg.TargetURL = &url.URL{Scheme: "http", Host: tln.Addr().String()}
 
-	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{})
+	st, err := openStore(ctx, cfg.DatabaseURL, true, store.Options{})
 	if err != nil {
 		return err
 	}

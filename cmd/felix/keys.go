@@ -21,12 +21,7 @@ func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.AutoMigrate {
-		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-			return nil, nil, err
-		}
-	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{MaxConns: 2})
+	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate, store.Options{MaxConns: 2})
 	if err != nil {
 		return nil, nil, err
 	}

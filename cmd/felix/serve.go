@@ -35,12 +35,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		cfg.Addr = *addr
 	}
 	log := newLogger(cfg, e.stderr)
-	if cfg.AutoMigrate && !*noMigrate {
-		if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
-			return err
-		}
-	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, store.Options{})
+	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate && !*noMigrate, store.Options{})
 	if err != nil {
 		return err
 	}
@@ -63,6 +58,17 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 	log.Info("felix listening", "addr", ln.Addr().String(), "config", cfg)
 	return serveOn(ctx, ln, cfg, svc, log)
+}
+
+// openStore opens the store of databaseURL, applying the migrations first
+// when migrate is set.
+func openStore(ctx context.Context, databaseURL string, migrate bool, o store.Options) (quota.Store, error) {
+	if migrate {
+		if err := store.Migrate(ctx, databaseURL); err != nil {
+			return nil, err
+		}
+	}
+	return store.Open(ctx, databaseURL, o)
 }
 
 // loadConfig reads the configuration, prefixing its errors helpfully.
