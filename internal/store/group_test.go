@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // tally is a fake transaction: it counts the operations run into it.
@@ -46,13 +47,20 @@ func TestGroupShares(t *testing.T) {
 	wg.Go(func() { write() })
 	<-entered
 	const n = 50
+	var arrived atomic.Int64
 	for range n {
 		wg.Go(func() {
+			arrived.Add(1)
 			if err := write(); err != nil {
 				t.Error(err)
 			}
 		})
 	}
+	// Let the writers reach the queue before the first commit ends.
+	for arrived.Load() < n {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
 	close(release)
 	wg.Wait()
 	if got := committed.Load(); got != n+1 {
