@@ -108,19 +108,7 @@ func TestStoreOutage(t *testing.T) {
 	outage := time.Since(cutAt)
 
 	proxy.restore()
-	restoreAt := time.Now()
-	for {
-		a := generate(context.Background(), hc, f.URL, b.key)
-		b.record(a)
-		if a.status == http.StatusOK {
-			break
-		}
-		if time.Since(restoreAt) > 15*time.Second {
-			t.Fatalf("felix does not recover 15s after the database came back: last answer %v", a)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	recovered := time.Since(restoreAt)
+	recovered := waitRecovery(t, hc, f, b, "the database came back")
 	if code, errCode := ready(); code != http.StatusOK {
 		t.Errorf("/readyz after recovery: got %d %q, want 200", code, errCode)
 	}
@@ -221,23 +209,29 @@ func TestStoreStall(t *testing.T) {
 		t.Errorf("generate during the stall: got %v, want 503 store_unavailable", a)
 	}
 
-	restoreAt := time.Now()
-	for {
-		a := generate(context.Background(), hc, f.URL, b.key)
-		b.record(a)
-		if a.status == http.StatusOK {
-			break
-		}
-		if time.Since(restoreAt) > 15*time.Second {
-			t.Fatalf("felix does not recover 15s after the stall ended: last answer %v", a)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Logf("200 again %s after the stall ended", time.Since(restoreAt).Round(time.Millisecond))
+	t.Logf("200 again %s after the stall ended", waitRecovery(t, hc, f, b, "the stall ended").Round(time.Millisecond))
 	l.waitNoOpenCalls(t, 10*time.Second)
 	checkBooks(t, l, []*book{b})
 	if hung {
 		t.Errorf("generate got no answer within %s while the store was stalled (%v), want 503 store_unavailable", bound, a.err)
 	}
 
+}
+
+// waitRecovery sends generate calls for b until one succeeds, for at most
+// 15 s after the fault (named by what) ended, and returns how long it took.
+func waitRecovery(t *testing.T, hc *http.Client, f *felix, b *book, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		a := generate(context.Background(), hc, f.URL, b.key)
+		b.record(a)
+		if a.status == http.StatusOK {
+			return time.Since(start)
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("felix does not recover 15s after %s: last answer %v", what, a)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -26,19 +26,7 @@ func TestGracefulShutdown(t *testing.T) {
 		b := createKey(t, newClient(t), f.URL, "graceful", initial)
 
 		hc := newClient(t)
-		answers := make([]answer, inFlight)
-		var wg sync.WaitGroup
-		for i := range answers {
-			wg.Go(func() { answers[i] = generate(context.Background(), hc, f.URL, b.key) })
-		}
-		// Wait until every request has reached the target.
-		deadline := time.Now().Add(10 * time.Second)
-		for tgt.hits.Load() < inFlight {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d of %d requests reached the target within 10s", tgt.hits.Load(), inFlight)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		answers, wg := sendInFlight(t, hc, f, tgt, b, inFlight)
 		termAt := time.Now()
 		f.interrupt()
 
@@ -100,18 +88,7 @@ func TestShutdownTimeout(t *testing.T) {
 		l := openLedger(t, databaseURL)
 		b := createKey(t, newClient(t), f.URL, "drain-timeout", initial)
 		hc := newClient(t)
-		answers := make([]answer, inFlight)
-		var wg sync.WaitGroup
-		for i := range answers {
-			wg.Go(func() { answers[i] = generate(context.Background(), hc, f.URL, b.key) })
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for tgt.hits.Load() < inFlight {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d of %d requests reached the target within 10s", tgt.hits.Load(), inFlight)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		answers, wg := sendInFlight(t, hc, f, tgt, b, inFlight)
 		termAt := time.Now()
 		f.interrupt()
 		code, exited := f.waitExit(shutdownTimeout + 5*time.Second)
@@ -137,4 +114,23 @@ func TestShutdownTimeout(t *testing.T) {
 		}
 
 	})
+}
+
+// sendInFlight starts n generate calls for b and returns once all of them
+// have reached the target; wg ends when their answers are in.
+func sendInFlight(t *testing.T, hc *http.Client, f *felix, tgt *fakeTarget, b *book, n int) ([]answer, *sync.WaitGroup) {
+	t.Helper()
+	answers := make([]answer, n)
+	wg := &sync.WaitGroup{}
+	for i := range answers {
+		wg.Go(func() { answers[i] = generate(context.Background(), hc, f.URL, b.key) })
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for tgt.hits.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests reached the target within 10s", tgt.hits.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return answers, wg
 }
