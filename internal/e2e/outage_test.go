@@ -20,21 +20,14 @@ import (
 // database is back, with balanced books.
 func TestStoreOutage(t *testing.T) {
 	seed := testSeed(t)
-	databaseURL := storetest.URL(t, store.PostgresKind)
-	direct, err := url.Parse(databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startProxy(t, direct.Host)
-	viaProxy := *direct
-	viaProxy.Host = proxy.Addr()
+	databaseURL, viaProxy, proxy := proxiedDatabase(t)
 
 	tgt := newTarget(t, seed, func(r *rand.Rand) (time.Duration, int) {
 		return time.Duration(r.IntN(31)) * time.Millisecond, http.StatusOK
 	})
 	// A 2s hold: calls whose settle fails during the outage are released soon.
 	f := startFelix(t, felixOptions{
-		DatabaseURL: viaProxy.String(), Target: tgt.URL(), Instance: "outage",
+		DatabaseURL: viaProxy, Target: tgt.URL(), Instance: "outage",
 		TargetTimeout: time.Second, ReservationGrace: time.Second,
 	})
 	pid := f.cmd.Process.Pid
@@ -160,17 +153,10 @@ func TestStoreStall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out a frozen database; skipped in -short mode")
 	}
-	databaseURL := storetest.URL(t, store.PostgresKind)
-	direct, err := url.Parse(databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := startProxy(t, direct.Host)
-	viaProxy := *direct
-	viaProxy.Host = proxy.Addr()
+	databaseURL, viaProxy, proxy := proxiedDatabase(t)
 	tgt := newTarget(t, 1, always200(0))
 	f := startFelix(t, felixOptions{
-		DatabaseURL: viaProxy.String(), Target: tgt.URL(), Instance: "stall",
+		DatabaseURL: viaProxy, Target: tgt.URL(), Instance: "stall",
 		TargetTimeout: time.Second, ReservationGrace: time.Second,
 	})
 	l := openLedger(t, databaseURL)
@@ -234,4 +220,18 @@ func waitRecovery(t *testing.T, hc *http.Client, f *felix, b *book, what string)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// proxiedDatabase returns a fresh PostgreSQL schema's URL, the same URL
+// through a TCP proxy the test can cut or stall, and the proxy.
+func proxiedDatabase(t *testing.T) (direct, viaProxy string, proxy *tcpProxy) {
+	t.Helper()
+	direct = storetest.URL(t, store.PostgresKind)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy = startProxy(t, u.Host)
+	u.Host = proxy.Addr()
+	return direct, u.String(), proxy
 }

@@ -141,9 +141,8 @@ func unavailableOrNil(err error) error {
 // Reservation is an admitted call. Exactly one of Settle or Release
 // should follow; if neither does (the process died), recovery releases it.
 type Reservation struct {
-	ID      int64
-	Started time.Time
-	s       *Service
+	ID int64
+	s  *Service
 }
 
 // Reserve admits one call of cost for key, durably, or returns
@@ -162,7 +161,7 @@ func (s *Service) Reserve(ctx context.Context, key string, cost int64, requestID
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return &Reservation{ID: id, Started: now, s: s}, nil
+	return &Reservation{ID: id, s: s}, nil
 }
 
 // settleAttempts bounds how often a failed settle is retried before the
