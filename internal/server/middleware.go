@@ -88,6 +88,9 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		ctx := context.WithValue(context.WithValue(r.Context(), requestIDKey, id), logAttrsKey, &attrs)
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r.WithContext(ctx))
+		if !s.log.Enabled(ctx, slog.LevelInfo) {
+			return
+		}
 		attrs = append(attrs,
 			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)))
