@@ -260,3 +260,32 @@ func concurrently(t *testing.T, n int, f func(i int) int) map[int]int {
 	wg.Wait()
 	return statuses
 }
+
+// TestTargetSettings: TARGET_API_PATH and a TARGET_API_KEY_HEADER other
+// than Authorization reach the target as configured, and a client's
+// unusable X-Request-ID is replaced by one Felix generates.
+func TestTargetSettings(t *testing.T) {
+	f := newFelix(t, storetest.URL(t, "sqlite"), func(o *server.Options) {
+		o.TargetPath = "/sdapi/v1/txt2img"
+		o.TargetKeyHeader = "X-Upstream-Key"
+	})
+	key := f.createKey(1)
+	r := f.do("POST", "/api/generate", map[string]any{"prompt": "x"}, "Authorization", "Bearer "+key, "X-Request-ID", "has spaces in it")
+	if r.status != http.StatusOK {
+		t.Fatalf("generate: %d %s", r.status, r.body)
+	}
+	req, _ := f.target.lastRequest()
+	if req.URL.Path != "/sdapi/v1/txt2img" {
+		t.Errorf("target path: got %q, want /sdapi/v1/txt2img", req.URL.Path)
+	}
+	if got := req.Header.Get("X-Upstream-Key"); got != "target-secret" {
+		t.Errorf("X-Upstream-Key: got %q, want the target key", got)
+	}
+	if got := req.Header.Get("Authorization"); got != "" {
+		t.Errorf("Authorization reached the target: %q", got)
+	}
+	id := r.header.Get("X-Request-ID")
+	if id == "" || id == "has spaces in it" || req.Header.Get("X-Request-ID") != id {
+		t.Errorf("X-Request-ID: client got %q, target got %q; want one generated ID for both", id, req.Header.Get("X-Request-ID"))
+	}
+}
