@@ -20,8 +20,8 @@ import (
 // before it returns, and concurrent ones share a commit.
 type SQLite struct {
 	w, r   *sql.DB
-	stmts  map[string]*sql.Stmt
-	writes *group[*sql.Tx] // the calls' writes, committed in groups
+	tx     sqliteTx          // the writer's statements; used by writes' goroutine only
+	writes *group[*sqliteTx] // the calls' writes, committed in groups
 }
 
 var _ quota.Store = (*SQLite)(nil)
@@ -45,7 +45,7 @@ func openSQLiteDB(path string, conns int) (*sql.DB, error) {
 	return db, nil
 }
 
-// The writer's statements, prepared once.
+// The writer's statements, prepared once per connection (sqliteTx).
 var sqliteStmts = map[string]string{
 	"reserve": `
 		UPDATE api_key_stats
@@ -70,6 +70,12 @@ var sqliteStmts = map[string]string{
 		WHERE id = ? AND state = 'open' RETURNING key_id, cost`,
 	"unreserve": `
 		UPDATE api_key_stats SET reserved_calls = reserved_calls - ?, updated_at = ? WHERE id = ?`,
+	"releaseExpired": `
+		UPDATE calls SET state = 'released', finished_at = ?1
+		WHERE state = 'open' AND deadline < ?1 RETURNING key_id, cost`,
+	"releaseOwner": `
+		UPDATE calls SET state = 'released', finished_at = ?1
+		WHERE state = 'open' AND owner = ?2 AND started_at < ?1 RETURNING key_id, cost`,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.
@@ -83,32 +89,22 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		w.Close()
 		return nil, err
 	}
-	s := &SQLite{w: w, r: r, stmts: map[string]*sql.Stmt{}}
-	for name, q := range sqliteStmts {
-		if s.stmts[name], err = w.PrepareContext(ctx, q); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("store: sqlite %s: prepare %s: %w (run `felix migrate` first?)", path, name, err)
-		}
+	s := &SQLite{w: w, r: r}
+	// Prepare now, so that a database without Felix's tables is reported
+	// at once.
+	c, err := w.Conn(ctx)
+	if err == nil {
+		err = c.Raw(func(dc any) error { return s.tx.prepare(ctx, dc) })
+		c.Close()
 	}
-	// A failed SQLite transaction is rolled back: its writes may be
-	// retried alone.
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("store: sqlite %s: %w (run `felix migrate` first?)", path, err)
+	}
+	// A failed group is rolled back (commitGroup makes sure): its writes
+	// may be retried alone.
 	s.writes = newGroup(s.commitGroup, func(error) bool { return true })
 	return s, nil
-}
-
-// commitGroup runs a group of writes in one transaction.
-func (s *SQLite) commitGroup(ctx context.Context, ops []*groupOp[*sql.Tx]) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	for _, op := range ops {
-		if err := op.run(tx); err != nil {
-			tx.Rollback()
-			return err
-		}
-	}
-	return tx.Commit()
 }
 
 // Close stops the writer and closes both pools.
@@ -116,9 +112,7 @@ func (s *SQLite) Close() error {
 	if s.writes != nil {
 		s.writes.close()
 	}
-	for _, st := range s.stmts {
-		st.Close()
-	}
+	s.closeTx()
 	return errors.Join(s.w.Close(), s.r.Close())
 }
 
@@ -192,23 +186,17 @@ func (s *SQLite) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key
 	return keys, wrap("list keys", rows.Err())
 }
 
-// stmt returns a prepared statement bound to tx.
-func (s *SQLite) stmt(tx *sql.Tx, name string) *sql.Stmt { return tx.Stmt(s.stmts[name]) }
-
 // Reserve admits a call: the conditional update of the key and the insert
 // of the open call commit together or not at all.
 func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	var id int64
-	err := s.writes.do(ctx, func(tx *sql.Tx) error {
+	err := s.writes.do(ctx, func(tx *sqliteTx) error {
 		id = 0
 		var keyID int64
-		err := s.stmt(tx, "reserve").QueryRow(c.Cost, micros(c.Start), c.KeyHash).Scan(&keyID)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // not admitted
-		} else if err != nil {
+		if admitted, err := tx.queryRow("reserve", []*int64{&keyID}, c.Cost, micros(c.Start), c.KeyHash); !admitted || err != nil {
 			return err
 		}
-		res, err := s.stmt(tx, "insertCall").Exec(keyID, c.Cost, c.Owner, c.RequestID, micros(c.Start), micros(c.Deadline))
+		res, err := tx.exec("insertCall", keyID, c.Cost, c.Owner, c.RequestID, micros(c.Start), micros(c.Deadline))
 		if err != nil {
 			return err
 		}
@@ -236,19 +224,16 @@ func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
 	at := micros(o.At)
 	var settled bool
-	err := s.writes.do(ctx, func(tx *sql.Tx) error {
+	err := s.writes.do(ctx, func(tx *sqliteTx) error {
 		settled = false
 		var keyID, cost int64
-		err := s.stmt(tx, "settleCall").QueryRow(o.Status, at, callID).Scan(&keyID, &cost)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // resolved already
-		} else if err != nil {
+		if open, err := tx.queryRow("settleCall", []*int64{&keyID, &cost}, int64(o.Status), at, callID); !open || err != nil {
+			return err // !open: resolved already
+		}
+		if _, err := tx.exec("chargeKey", cost, at, keyID); err != nil {
 			return err
 		}
-		if _, err := s.stmt(tx, "chargeKey").Exec(cost, at, keyID); err != nil {
-			return err
-		}
-		_, err = s.stmt(tx, "countDay").Exec(o.Day)
+		_, err := tx.exec("countDay", o.Day)
 		settled = err == nil
 		return err
 	})
@@ -265,47 +250,35 @@ func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) erro
 // Release frees an open call without charging it.
 func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) error {
 	at := micros(o.At)
-	return wrap("release", s.writes.do(ctx, func(tx *sql.Tx) error {
+	return wrap("release", s.writes.do(ctx, func(tx *sqliteTx) error {
 		var keyID, cost int64
-		err := s.stmt(tx, "releaseCall").QueryRow(o.Status, at, callID).Scan(&keyID, &cost)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil // resolved already
-		} else if err != nil {
-			return err
+		if open, err := tx.queryRow("releaseCall", []*int64{&keyID, &cost}, int64(o.Status), at, callID); !open || err != nil {
+			return err // !open: resolved already
 		}
-		_, err = s.stmt(tx, "unreserve").Exec(cost, at, keyID)
+		_, err := tx.exec("unreserve", cost, at, keyID)
 		return err
 	}))
 }
 
-// releaseWhere releases the open calls that cond (with args after now)
-// selects and gives their keys back their holds, in one transaction.
-func (s *SQLite) releaseWhere(ctx context.Context, op string, now time.Time, cond string, args ...any) (int, error) {
+// releaseWhere releases the open calls that the named statement (with now
+// and args) selects and gives their keys back their holds, in one
+// transaction.
+func (s *SQLite) releaseWhere(ctx context.Context, op, stmt string, now time.Time, args ...any) (int, error) {
 	at := micros(now)
 	n := 0
-	err := s.writes.do(ctx, func(tx *sql.Tx) error {
+	err := s.writes.do(ctx, func(tx *sqliteTx) error {
 		n = 0
-		rows, err := tx.Query(`
-			UPDATE calls SET state = 'released', finished_at = ?1
-			WHERE state = 'open' AND `+cond+` RETURNING key_id, cost`, append([]any{at}, args...)...)
+		held := map[int64]int64{}
+		var keyID, cost int64
+		err := tx.queryEach(stmt, []*int64{&keyID, &cost}, func() {
+			held[keyID] += cost
+			n++
+		}, append([]any{at}, args...)...)
 		if err != nil {
 			return err
 		}
-		held := map[int64]int64{}
-		for rows.Next() {
-			var keyID, cost int64
-			if err := rows.Scan(&keyID, &cost); err != nil {
-				rows.Close()
-				return err
-			}
-			held[keyID] += cost
-			n++
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
 		for keyID, cost := range held {
-			if _, err := s.stmt(tx, "unreserve").Exec(cost, at, keyID); err != nil {
+			if _, err := tx.exec("unreserve", cost, at, keyID); err != nil {
 				return err
 			}
 		}
@@ -319,12 +292,12 @@ func (s *SQLite) releaseWhere(ctx context.Context, op string, now time.Time, con
 
 // ReleaseExpired releases open calls past their deadline.
 func (s *SQLite) ReleaseExpired(ctx context.Context, now time.Time) (int, error) {
-	return s.releaseWhere(ctx, "release expired", now, `deadline < ?1`)
+	return s.releaseWhere(ctx, "release expired", "releaseExpired", now)
 }
 
 // ReleaseOwner releases open calls of owner started before now.
 func (s *SQLite) ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error) {
-	return s.releaseWhere(ctx, "release owner", now, `owner = ?2 AND started_at < ?1`, owner)
+	return s.releaseWhere(ctx, "release owner", "releaseOwner", now, owner)
 }
 
 // SiteStats returns the total of all days and the days from since on,
