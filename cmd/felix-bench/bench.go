@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,7 +54,7 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 		GoVersion: runtime.Version(),
 		Machine:   describeMachine(openFiles),
 		Settings: settings{
-			DurationSeconds: cfg.duration.Seconds(), WarmupSeconds: cfg.warmup.Seconds(),
+			DurationSeconds: cfg.duration.Seconds(), WarmupSeconds: cfg.warmup.Seconds(), Rounds: cfg.rounds,
 			Concurrency: cfg.concurrency, BodySize: cfg.bodySize, Keys: cfg.keys,
 			Systems: []string{bare, felixSQLite}, FelixLogLevel: felixLogLevel,
 		},
@@ -104,12 +105,9 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 	}
 	printHeader(stdout, res)
 	for _, c := range cfg.concurrency {
-		p := phase{Concurrency: c}
-		for _, s := range systems {
-			p.Systems = append(p.Systems, r.measure(ctx, s, c))
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
+		p := phase{Concurrency: c, Systems: r.measure(ctx, systems, c)}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		for _, s := range p.Systems[1:] {
 			p.VersusBare = append(p.VersusBare, compare(s, p.Systems[0]))
@@ -222,31 +220,60 @@ func (r *runner) stopChildren() error {
 	return errors.Join(errs...)
 }
 
-// measure runs one system at one concurrency: a warm-up, then the
-// measured run, sampling the system's RSS every 100 ms throughout and
-// reading the CPU time it used during the measured run.
-func (r *runner) measure(ctx context.Context, s *system, concurrency int) systemStats {
-	r.log.printf("c=%d %s: %s warm-up, %s measured", concurrency, s.name, r.cfg.warmup, r.cfg.duration)
-	l := load{client: r.client, url: s.base + "/api/generate", keys: s.keys, concurrency: concurrency, duration: r.cfg.warmup}
-	stop := samplePeakRSS(s.proc.pid(), 100*time.Millisecond)
-	warm := l.run(ctx)
-	l.duration, l.record = r.cfg.duration, true
-	cpuBefore, errBefore := cpuTime(s.proc.pid())
-	measured := l.run(ctx)
-	cpuAfter, errAfter := cpuTime(s.proc.pid())
-	peak := stop()
-	// Each phase starts with fresh connections, made during its warm-up.
-	r.client.CloseIdleConnections()
-	for _, res := range []loadResult{warm, measured} {
-		for k, n := range res.okByKey {
-			s.ok[k] += n
+// measure runs every system at one concurrency: a warm-up each, then the
+// measured time in rounds in which the systems take turns, so that a slow
+// spell of the machine falls on all of them alike rather than on one. A
+// system's rounds are pooled: its requests, latencies and CPU time add
+// up. Each system's RSS is sampled every 100 ms throughout.
+func (r *runner) measure(ctx context.Context, systems []*system, concurrency int) []systemStats {
+	per := r.cfg.duration / time.Duration(r.cfg.rounds)
+	r.log.printf("c=%d: %s warm-up each, then %d rounds of %s per system", concurrency, r.cfg.warmup, r.cfg.rounds, per)
+	type tally struct {
+		warm, measured loadResult
+		cpu            time.Duration
+		cpuKnown       bool
+		stopRSS        func() int64
+	}
+	tallies := make([]tally, len(systems))
+	newLoad := func(s *system, d time.Duration, record bool) load {
+		return load{client: r.client, url: s.base + "/api/generate", keys: s.keys, concurrency: concurrency, duration: d, record: record}
+	}
+	for i, s := range systems {
+		tallies[i].stopRSS = samplePeakRSS(s.proc.pid(), 100*time.Millisecond)
+		tallies[i].warm = newLoad(s, r.cfg.warmup, false).run(ctx)
+		tallies[i].cpuKnown = true
+	}
+	for range r.cfg.rounds {
+		for i, s := range systems {
+			if ctx.Err() != nil {
+				break
+			}
+			t := &tallies[i]
+			before, errBefore := cpuTime(s.proc.pid())
+			res := newLoad(s, per, true).run(ctx)
+			after, errAfter := cpuTime(s.proc.pid())
+			t.measured = t.measured.add(res)
+			t.cpu += after - before
+			t.cpuKnown = t.cpuKnown && errBefore == nil && errAfter == nil
 		}
 	}
-	st := summarize(s.name, warm, measured, peak)
-	if errBefore == nil && errAfter == nil && measured.ok > 0 {
-		st.CPUPerRequestUS = float64((cpuAfter-cpuBefore)/time.Microsecond) / float64(measured.ok)
+	// Each phase starts with fresh connections, made during its warm-ups.
+	r.client.CloseIdleConnections()
+	stats := make([]systemStats, len(systems))
+	for i, s := range systems {
+		t := &tallies[i]
+		for _, res := range []loadResult{t.warm, t.measured} {
+			for k, n := range res.okByKey {
+				s.ok[k] += n
+			}
+		}
+		slices.Sort(t.measured.latencies)
+		stats[i] = summarize(s.name, t.warm, t.measured, t.stopRSS())
+		if t.cpuKnown && t.measured.ok > 0 {
+			stats[i].CPUPerRequestUS = float64(t.cpu/time.Microsecond) / float64(t.measured.ok)
+		}
 	}
-	return st
+	return stats
 }
 
 // checkBooks compares each key's successfulCalls and remainingCalls with

@@ -55,6 +55,25 @@ type loadResult struct {
 	elapsed   time.Duration   // from the start until the last worker finished
 }
 
+// add pools two runs of one system: counts and latencies add up (the
+// latencies must be sorted again), and so do the times.
+func (a loadResult) add(b loadResult) loadResult {
+	a.ok += b.ok
+	a.failed += b.failed
+	if a.firstErr == nil {
+		a.firstErr = b.firstErr
+	}
+	if a.okByKey == nil {
+		a.okByKey = make([]int64, len(b.okByKey))
+	}
+	for k, n := range b.okByKey {
+		a.okByKey[k] += n
+	}
+	a.latencies = append(a.latencies, b.latencies...)
+	a.elapsed += b.elapsed
+	return a
+}
+
 // run runs the load and returns what it saw. Cancelling ctx stops it.
 func (l load) run(ctx context.Context) loadResult {
 	ctx, cancel := context.WithTimeout(ctx, l.duration+requestGrace)

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"errors"
+	"io"
+	"slices"
 	"testing"
 	"time"
 )
@@ -70,6 +73,42 @@ func TestParseConcurrency(t *testing.T) {
 				t.Errorf("parseConcurrency(%q) = %v, want %v", tt.in, got, tt.want)
 				break
 			}
+		}
+	}
+}
+
+// TestLoadResultAdd: a system's rounds pool into one result.
+func TestLoadResultAdd(t *testing.T) {
+	first := errors.New("status 503")
+	a := loadResult{ok: 2, failed: 1, firstErr: first, okByKey: []int64{1, 1}, latencies: []time.Duration{1, 3}, elapsed: time.Second}
+	b := loadResult{ok: 3, firstErr: errors.New("later"), okByKey: []int64{2, 1}, latencies: []time.Duration{2}, elapsed: 2 * time.Second}
+	got := loadResult{}.add(a).add(b)
+	slices.Sort(got.latencies)
+	if got.ok != 5 || got.failed != 1 || got.firstErr != first || got.elapsed != 3*time.Second {
+		t.Errorf("ok %d, failed %d, first error %v, elapsed %s; want 5, 1, %v, 3s", got.ok, got.failed, got.firstErr, got.elapsed, first)
+	}
+	if !slices.Equal(got.okByKey, []int64{3, 2}) || !slices.Equal(got.latencies, []time.Duration{1, 2, 3}) {
+		t.Errorf("okByKey %v, latencies %v; want [3 2] and [1 2 3]", got.okByKey, got.latencies)
+	}
+}
+
+// TestParseFlagsRounds: rounds must leave each turn some time.
+func TestParseFlagsRounds(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--rounds", "5"}, true},
+		{[]string{"--rounds", "1", "--duration", "1s"}, true},
+		{[]string{"--rounds", "0"}, false},
+		{[]string{"--rounds", "20", "--duration", "1s"}, false},
+	} {
+		cfg, err := parseFlags(tc.args, io.Discard)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: got error %v, want ok=%v", tc.args, err, tc.ok)
+		}
+		if err == nil && cfg.rounds < 1 {
+			t.Errorf("%v: rounds %d", tc.args, cfg.rounds)
 		}
 	}
 }

@@ -77,6 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type config struct {
 	duration      time.Duration // measured time per system and concurrency
 	warmup        time.Duration // unmeasured time before it
+	rounds        int           // the measured time is split into this many turns per system
 	concurrency   []int         // closed-loop workers, one phase each
 	bodySize      int           // bytes of the target's answer
 	keys          int           // API keys per Felix system
@@ -95,9 +96,10 @@ felix, then starts each system as its own process:
   felix-sqlite    felix serve on a fresh SQLite file
   felix-postgres  felix serve on a fresh schema of --pg (dropped afterwards)
 
-For each concurrency and each system, N workers each send
-POST /api/generate as soon as their previous answer was read: a warm-up,
-then a measured run. It prints requests/s, exact p50/p99/p99.9 latencies,
+For each concurrency, N workers each send POST /api/generate as soon as
+their previous answer was read: a warm-up per system, then the measured
+time in rounds in which the systems take turns (so that a slow spell of
+the machine falls on every system alike). It prints requests/s, exact p50/p99/p99.9 latencies,
 errors and peak RSS per system, Felix's cost over bare, a books check
 (successfulCalls of every key = the 200s seen), then two scenarios on
 felix-sqlite (a 64 MiB streamed answer; 5,000 requests in flight against a
@@ -119,7 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	var cfg config
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured time per system and concurrency")
-	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured warm-up before each measured run")
+	fs.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "unmeasured warm-up of each system before its measured rounds")
+	fs.IntVar(&cfg.rounds, "rounds", 5, "rounds the measured time is split into, the systems taking turns")
 	conc := fs.String("concurrency", "16,64,256", "comma-separated numbers of closed-loop workers, one phase each")
 	fs.IntVar(&cfg.bodySize, "body-size", 4096, "size in bytes of the target's JSON answer")
 	fs.IntVar(&cfg.keys, "keys", 8, "API keys per Felix system, used round-robin")
@@ -148,6 +151,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	switch {
 	case cfg.duration <= 0:
 		return cfg, usageError(fs, "--duration must be positive, e.g. 10s")
+	case cfg.rounds < 1 || cfg.duration/time.Duration(max(cfg.rounds, 1)) < 100*time.Millisecond:
+		return cfg, usageError(fs, "--rounds must be at least 1 and leave each round 100ms of --duration, e.g. 5 rounds of 10s")
 	case cfg.warmup < 0:
 		return cfg, usageError(fs, "--warmup must not be negative, e.g. 2s")
 	case cfg.bodySize < 0 || cfg.bodySize > 64<<20:

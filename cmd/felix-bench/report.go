@@ -41,6 +41,7 @@ type machine struct {
 type settings struct {
 	DurationSeconds float64  `json:"durationSeconds"`
 	WarmupSeconds   float64  `json:"warmupSeconds"`
+	Rounds          int      `json:"rounds"`
 	Concurrency     []int    `json:"concurrency"`
 	BodySize        int      `json:"bodySize"`
 	Keys            int      `json:"keys"`
@@ -269,8 +270,8 @@ func printHeader(w io.Writer, r *results) {
 		r.Date.Format(time.RFC3339), r.GoVersion, m.GOOS, m.GOARCH, m.CPUs, m.CPUModel, m.LoadAvg)
 	fmt.Fprintf(w, "Systems (one process each, loopback only): %s; target: fake image API answering %d-byte JSON at once.\n",
 		strings.Join(r.Settings.Systems, ", "), r.Settings.BodySize)
-	fmt.Fprintf(w, "Closed loop per system and concurrency: %s warm-up, then %s measured; %d keys round-robin.\n",
-		seconds(r.Settings.WarmupSeconds), seconds(r.Settings.DurationSeconds), r.Settings.Keys)
+	fmt.Fprintf(w, "Closed loop per system and concurrency: %s warm-up, then %s measured in %d rounds, the systems taking turns; %d keys round-robin.\n",
+		seconds(r.Settings.WarmupSeconds), seconds(r.Settings.DurationSeconds), r.Settings.Rounds, r.Settings.Keys)
 	fmt.Fprintf(w, "Felix runs with LOG_LEVEL=%s: at info it logs one line per request, which costs throughput.\n", r.Settings.FelixLogLevel)
 	fmt.Fprintf(w, "The load generator, the target and the proxies share the CPUs: compare the systems, not machines.\n")
 }
