@@ -63,12 +63,17 @@ func TestBadInput(t *testing.T) {
 			{"set: not JSON", "PUT", "/api/apikey", `remainingCalls=5`, admin(), 400, "invalid_request", "JSON"},
 			{"stats: bad days", "GET", "/api/stats?days=-1", "", admin(), 400, "invalid_request", "days"},
 			{"unknown path", "GET", "/api/nothing", "", nil, 404, "not_found", "/api/nothing"},
+			{"wrong method", "DELETE", "/api/apikey", "", admin(), 405, "method_not_allowed", "GET or POST or PUT or HEAD"},
+			{"generate by GET", "GET", "/api/generate", "", auth, 405, "method_not_allowed", "use POST"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r := f.do(tc.method, tc.path, tc.body, tc.headers...)
 				f.wantError(r, tc.status, tc.code)
 				if msg, _ := r.json["error"].(string); !strings.Contains(msg, tc.mention) {
 					t.Errorf("error %q does not mention %q", msg, tc.mention)
+				}
+				if allow := r.header.Get("Allow"); (tc.status == http.StatusMethodNotAllowed) != (allow != "") {
+					t.Errorf("Allow header %q with status %d: a 405 and only a 405 names the allowed methods", allow, tc.status)
 				}
 			})
 		}

@@ -16,6 +16,7 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
+	allow  string // the Allow header of a 405
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -68,6 +69,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if ae.status == http.StatusUnauthorized && ae.code == "admin_required" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="felix admin"`)
+	}
+	if ae.allow != "" {
+		w.Header().Set("Allow", ae.allow)
 	}
 	writeJSON(w, ae.status, struct {
 		Error string `json:"error"`
