@@ -231,7 +231,7 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 	type tally struct {
 		warm, measured loadResult
 		cpu            time.Duration
-		cpuKnown       bool
+		cpuUnknown     bool // reading the CPU time failed once
 		stopRSS        func() int64
 	}
 	tallies := make([]tally, len(systems))
@@ -241,7 +241,6 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 	for i, s := range systems {
 		tallies[i].stopRSS = samplePeakRSS(s.proc.pid(), 100*time.Millisecond)
 		tallies[i].warm = newLoad(s, r.cfg.warmup, false).run(ctx)
-		tallies[i].cpuKnown = true
 	}
 	for range r.cfg.rounds {
 		for i, s := range systems {
@@ -254,7 +253,7 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 			after, errAfter := cpuTime(s.proc.pid())
 			t.measured = t.measured.add(res)
 			t.cpu += after - before
-			t.cpuKnown = t.cpuKnown && errBefore == nil && errAfter == nil
+			t.cpuUnknown = t.cpuUnknown || errBefore != nil || errAfter != nil
 		}
 	}
 	// Each phase starts with fresh connections, made during its warm-ups.
@@ -269,7 +268,7 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 		}
 		slices.Sort(t.measured.latencies)
 		stats[i] = summarize(s.name, t.warm, t.measured, t.stopRSS())
-		if t.cpuKnown && t.measured.ok > 0 {
+		if !t.cpuUnknown && t.measured.ok > 0 {
 			stats[i].CPUPerRequestUS = float64(t.cpu/time.Microsecond) / float64(t.measured.ok)
 		}
 	}
