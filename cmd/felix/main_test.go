@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/felix-gateway/felix/internal/config"
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/syncbuf"
 )
 
 // runFelix runs the command line with only the given environment and
@@ -106,29 +106,11 @@ func TestMigrate(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestDemo runs `felix demo` as a user would: it prints a test page URL,
 // an admin token and a key that generates a real image, and stops cleanly.
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out syncbuf.Buffer
 	e := env{lookup: func(string) (string, bool) { return "", false }, stdout: &out, stderr: io.Discard, dir: t.TempDir()}
 	done := make(chan error, 1)
 	go func() { done <- dispatch(ctx, e, []string{"demo", "--addr", "127.0.0.1:0"}) }()

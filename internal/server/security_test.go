@@ -1,38 +1,19 @@
 package server_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/syncbuf"
 )
-
-// lockedBuffer collects log output from concurrent handlers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestSecretsStayOut: after a session that uses every secret (client keys
 // in all three places, the admin token, the target key, successes and
@@ -40,7 +21,7 @@ func (b *lockedBuffer) String() string {
 // plaintext in any table.
 func TestSecretsStayOut(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
-		var logs lockedBuffer
+		var logs syncbuf.Buffer // written by concurrent handlers
 		log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		f := newFelix(t, db, func(o *server.Options) { o.Logger = log })
 		const custom = "custom-client-key-0123456789"

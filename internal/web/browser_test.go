@@ -29,6 +29,7 @@ import (
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/syncbuf"
 	"github.com/felix-gateway/felix/internal/web"
 )
 
@@ -270,9 +271,9 @@ type page struct {
 	ctx context.Context
 
 	mu       sync.Mutex
-	problems []string // uncaught exceptions, console errors, CSP violations
-	logs     []string // every console and log entry, for failure reports
-	output   *lockedBuffer
+	problems []string        // uncaught exceptions, console errors, CSP violations
+	logs     []string        // every console and log entry, for failure reports
+	output   *syncbuf.Buffer // written by the browser process's pipes
 
 	stepName  string
 	stepStart time.Time
@@ -292,7 +293,7 @@ func (p *page) step(name string) {
 func openBrowser(t *testing.T, browserPath string) *page {
 	t.Helper()
 	profile := t.TempDir()
-	output := &lockedBuffer{}
+	output := &syncbuf.Buffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(browserPath),
 		chromedp.Headless,
@@ -335,7 +336,7 @@ func openBrowser(t *testing.T, browserPath string) *page {
 
 	started := time.Now()
 	if err := chromedp.Do(tabCtx); err != nil {
-		t.Fatalf("start %s: %v\nbrowser output:\n%s", browserPath, err, output.tail(4000))
+		t.Fatalf("start %s: %v\nbrowser output:\n%s", browserPath, err, tail(output, 4000))
 	}
 	t.Logf("%-30s %v", "start "+filepath.Base(browserPath), time.Since(started).Round(time.Millisecond))
 	if err := chromedp.Listen(tabCtx, p.record); err != nil {
@@ -405,7 +406,7 @@ func (p *page) dumpDiagnostics() {
 	if logs != "" {
 		p.t.Logf("page console and log:\n%s", logs)
 	}
-	if out := p.output.tail(3000); out != "" {
+	if out := tail(p.output, 3000); out != "" {
 		p.t.Logf("browser output (tail):\n%s", out)
 	}
 }
@@ -586,24 +587,10 @@ func (p *page) images() []string {
 	return eval[[]string](p, `[...document.querySelectorAll("#images img")].map(img => img.getAttribute("src"))`)
 }
 
-// lockedBuffer collects the browser's output from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// tail returns the last n bytes of the output, without the D-Bus
-// complaints a browser in a container makes.
-func (b *lockedBuffer) tail(n int) string {
-	b.mu.Lock()
-	lines := strings.SplitAfter(b.buf.String(), "\n")
-	b.mu.Unlock()
+// tail returns the last n bytes of the browser's output, without the
+// D-Bus complaints a browser in a container makes.
+func tail(output *syncbuf.Buffer, n int) string {
+	lines := strings.SplitAfter(output.String(), "\n")
 	var kept strings.Builder
 	for _, l := range lines {
 		if !strings.Contains(l, ":ERROR:dbus/") {
