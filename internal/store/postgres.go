@@ -169,15 +169,7 @@ func (p *Postgres) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	if id != 0 {
 		return id, nil
 	}
-	// Not admitted: tell an unknown key from an exhausted one.
-	var exists bool
-	if err := p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = $1)`, c.KeyHash).Scan(&exists); err != nil {
-		return 0, wrap("reserve", err)
-	}
-	if exists {
-		return 0, quota.ErrExhausted
-	}
-	return 0, quota.ErrKeyNotFound
+	return 0, notAdmitted(ctx, p, c.KeyHash)
 }
 
 // Settle charges an open call, its key and its day in one statement.

@@ -209,15 +209,7 @@ func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
 	if id != 0 {
 		return id, nil
 	}
-	// Not admitted: tell an unknown key from an exhausted one.
-	var exists bool
-	if err := s.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM api_key_stats WHERE key_hash = ?)`, c.KeyHash).Scan(&exists); err != nil {
-		return 0, wrap("reserve", err)
-	}
-	if exists {
-		return 0, quota.ErrExhausted
-	}
-	return 0, quota.ErrKeyNotFound
+	return 0, notAdmitted(ctx, s, c.KeyHash)
 }
 
 // Settle charges an open call, its key and its day in one transaction.

@@ -68,6 +68,16 @@ func Open(ctx context.Context, databaseURL string, o Options) (quota.Store, erro
 	return OpenSQLite(ctx, dsn)
 }
 
+// notAdmitted tells why a store's Reserve admitted nothing: the key is
+// unknown (quota.ErrKeyNotFound) or has too few calls left
+// (quota.ErrExhausted).
+func notAdmitted(ctx context.Context, s quota.Store, keyHash string) error {
+	if _, err := s.KeyByHash(ctx, keyHash); err != nil {
+		return err
+	}
+	return quota.ErrExhausted
+}
+
 // Migrate applies every embedded migration not yet applied. On PostgreSQL
 // it holds an advisory lock, so instances starting together take turns.
 func Migrate(ctx context.Context, databaseURL string) error {
