@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/joho/godotenv"
+
+	"github.com/felix-gateway/felix/internal/store"
 )
 
 // Config is every setting Felix reads. Load fills it; the zero value is not
@@ -162,27 +164,6 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-// defaultDatabase is the SQLite file used when DATABASE_URL is empty.
-const defaultDatabase = "felix.db"
-
-// sqlitePath returns the file named by a SQLite DATABASE_URL ("", sqlite:PATH
-// or file:PATH). "sqlite://x" and "sqlite:///x" mean x and /x, as in URLs.
-func sqlitePath(dbURL string) (string, bool) {
-	if dbURL == "" {
-		return defaultDatabase, true
-	}
-	for _, prefix := range []string{"sqlite:", "file:"} {
-		if len(dbURL) >= len(prefix) && strings.EqualFold(dbURL[:len(prefix)], prefix) {
-			path := dbURL[len(prefix):]
-			if after, ok := strings.CutPrefix(path, "//"); ok {
-				path = after
-			}
-			return path, true
-		}
-	}
-	return "", false
-}
-
 // readEnvFile parses one .env file. A missing file gives no variables.
 func readEnvFile(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
@@ -241,22 +222,24 @@ func (e *env) databaseURL() string {
 	const name = "DATABASE_URL"
 	const example = "use e.g. DATABASE_URL=postgres://felix:secret@localhost:5432/felix or DATABASE_URL=sqlite:/var/lib/felix/felix.db"
 	s := e.get(name)
-	if path, ok := sqlitePath(s); ok {
+	// store.Parse decides which store a URL selects; this only adds the
+	// checks that give an operator a precise message.
+	kind, dsn, err := store.Parse(s)
+	u, urlErr := url.Parse(s)
+	switch {
+	case err == nil && kind == store.SQLiteKind:
 		switch {
-		case path == "":
+		case dsn == "":
 			e.fail("%s names no SQLite file: %s", name, example)
-		case strings.ContainsAny(path, "?#"):
+		case strings.ContainsAny(dsn, "?#"):
 			e.fail("%s has SQLite options after the file name, but Felix sets them itself: %s", name, example)
 		}
 		return s
-	}
-	u, err := url.Parse(s)
-	switch {
-	case err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql"):
-		return s
-	case strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://"):
+	case err == nil && urlErr == nil:
+		return s // PostgreSQL
+	case err == nil:
 		e.fail("%s is not a valid URL (percent-encode special characters in the password): %s", name, example)
-	case err == nil && u.Scheme != "":
+	case urlErr == nil && u.Scheme != "":
 		e.fail("%s has the unsupported scheme %q: %s", name, u.Scheme, example)
 	default:
 		e.fail("%s is neither a PostgreSQL URL nor a SQLite file: %s", name, example)
