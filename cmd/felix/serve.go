@@ -62,7 +62,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 
 // openStore opens the store of databaseURL, applying the migrations first
 // when migrate is set.
-func openStore(ctx context.Context, databaseURL string, migrate bool, o store.Options) (quota.Store, error) {
+func openStore(ctx context.Context, databaseURL string, migrate bool, o store.Options) (store.Store, error) {
 	if migrate {
 		if err := store.Migrate(ctx, databaseURL); err != nil {
 			return nil, err
@@ -104,9 +104,11 @@ func hold(cfg config.Config) time.Duration {
 	return max(cfg.TargetTimeout+cfg.ReservationGrace-recoveryInterval, cfg.TargetTimeout)
 }
 
-func newService(cfg config.Config, st quota.Store, log *slog.Logger) *quota.Service {
+func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Service {
 	return quota.NewService(quota.Options{
-		Store:    st,
+		Ledger:   st,
+		Keys:     st,
+		Usage:    st,
 		Owner:    cfg.InstanceID,
 		Hold:     hold(cfg),
 		Location: cfg.StatsLocation,

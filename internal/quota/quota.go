@@ -1,6 +1,7 @@
 // Package quota owns Felix's accounting rules: API keys (generate, hash,
-// mask), the reserve → settle/release life of a call, orphan recovery and
-// site statistics. It declares the Store it needs and imports no driver.
+// mask), the reserve → settle/release life of a call, why a call is
+// refused, orphan recovery and site statistics. It declares the store
+// roles it needs (Ledger, Keys, Usage) and imports no driver.
 package quota
 
 import (
@@ -14,8 +15,10 @@ import (
 var (
 	ErrKeyNotFound  = errors.New("api key not found")
 	ErrKeyExists    = errors.New("api key already exists")
-	ErrExhausted    = errors.New("quota exhausted")
 	ErrCallReleased = errors.New("call was already released")
+
+	// ErrExhausted matches a RefusedError whose reason is Exhausted.
+	ErrExhausted = errors.New("quota exhausted")
 
 	ErrInvalidKeyFormat = errors.New("invalid api key")
 	ErrInvalidAmount    = errors.New("invalid amount")
@@ -23,8 +26,8 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 )
 
-// Key is the statistics of one API key. The plaintext key is never stored;
-// Prefix is its display start.
+// Key is one API key's state. The plaintext key is never stored; Prefix is
+// its display start.
 type Key struct {
 	ID              int64
 	Prefix          string
@@ -69,9 +72,9 @@ type NewKey struct {
 	Now       time.Time
 }
 
-// Call is a reservation request: admit one call of Cost for the key whose
+// ReserveRequest asks a Ledger to admit one call of Cost for the key whose
 // hash is KeyHash, owned by Owner, to be resolved before Deadline.
-type Call struct {
+type ReserveRequest struct {
 	KeyHash   string
 	Cost      int64
 	Owner     string
@@ -80,8 +83,23 @@ type Call struct {
 	Deadline  time.Time
 }
 
+// Admission is a Ledger's answer to a ReserveRequest. CallID is 0 when the
+// call was not admitted; then Key is the key's state as read after the
+// refusal (nil when no such key exists), from which the Service tells why.
+type Admission struct {
+	CallID int64
+	KeyID  int64
+	Cost   int64
+	Key    *Key
+}
+
+// Admitted reports whether the call was admitted.
+func (a Admission) Admitted() bool { return a.CallID != 0 }
+
 // Outcome is how a call ended.
 type Outcome struct {
+	CallID int64
+	KeyID  int64     // the call's key, so that stores can lock keys in order
 	Status int       // HTTP status from the target, 0 when none arrived
 	At     time.Time // when it ended
 	Day    string    // At's calendar day (YYYY-MM-DD) in the statistics time zone
@@ -106,33 +124,40 @@ type ListOptions struct {
 	Offset int
 }
 
-// Store keeps keys, calls and daily counts durably. Every method that
-// changes a counter does it in one atomic conditional write.
-type Store interface {
+// Ledger records the life of calls. Every method that changes a counter
+// does it in one atomic conditional write, durable before it returns.
+type Ledger interface {
+	// Reserve admits a call only while the key's conditions hold
+	// (remaining − reserved ≥ cost), counts it in totalCalls and records
+	// it as open, all in one conditional write. A refusal is not an
+	// error: it is an Admission without a call.
+	Reserve(ctx context.Context, r ReserveRequest) (Admission, error)
+	// Settle charges an open call: successful +1, remaining −cost, the
+	// day's generations +1. Settling a settled call is a no-op; settling a
+	// released one returns ErrCallReleased.
+	Settle(ctx context.Context, o Outcome) error
+	// Release frees an open call without charging it. Releasing a call
+	// that is no longer open is a no-op.
+	Release(ctx context.Context, o Outcome) error
+	// ReleaseExpired releases open calls whose deadline is before now, and
+	// ReleaseOwner those of owner started before now. Both return how many.
+	ReleaseExpired(ctx context.Context, now time.Time) (int, error)
+	ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error)
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+}
+
+// Keys stores API keys.
+type Keys interface {
 	CreateKey(ctx context.Context, k NewKey) (Key, error)
 	KeyByHash(ctx context.Context, hash string) (Key, error)
 	// SetRemaining sets remaining calls to max(n, reserved calls).
 	SetRemaining(ctx context.Context, hash string, n int64, now time.Time) (Key, error)
 	ListKeys(ctx context.Context, o ListOptions) ([]Key, error)
+}
 
-	// Reserve admits a call only while remaining − reserved ≥ cost, counts
-	// it in totalCalls and records it as open. It returns the call's id,
-	// ErrKeyNotFound or ErrExhausted.
-	Reserve(ctx context.Context, c Call) (int64, error)
-	// Settle charges an open call: successful +1, remaining −cost, the
-	// day's generations +1. Settling a settled call is a no-op; settling a
-	// released one returns ErrCallReleased.
-	Settle(ctx context.Context, callID int64, o Outcome) error
-	// Release frees an open call without charging it. Releasing a call
-	// that is no longer open is a no-op.
-	Release(ctx context.Context, callID int64, o Outcome) error
-	// ReleaseExpired releases open calls whose deadline is before now, and
-	// ReleaseOwner those of owner started before now. Both return how many.
-	ReleaseExpired(ctx context.Context, now time.Time) (int, error)
-	ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error)
-
+// Usage reads what calls added up to.
+type Usage interface {
 	// SiteStats returns the total and the days from since on.
 	SiteStats(ctx context.Context, since string) (SiteStats, error)
-	Ping(ctx context.Context) error
-	Close() error
 }

@@ -79,7 +79,8 @@ func TestDailyHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		now := time.Date(2026, 3, 1, 14, 30, 0, 0, time.UTC) // 23:30 in Tokyo
-		svc := quota.NewService(quota.Options{Store: storetest.Open(t, db), Location: tokyo, Now: func() time.Time { return now }})
+		s := storetest.Open(t, db)
+		svc := quota.NewService(quota.Options{Ledger: s, Keys: s, Usage: s, Location: tokyo, Now: func() time.Time { return now }})
 		ctx := context.Background()
 		_, key, err := svc.CreateKey(ctx, "", "", 10)
 		if err != nil {

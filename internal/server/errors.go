@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
 )
@@ -16,7 +18,7 @@ type apiError struct {
 	status int
 	code   string
 	msg    string
-	allow  string // the Allow header of a 405
+	header http.Header // sent with the error, e.g. Allow or Retry-After
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -25,33 +27,59 @@ func errorf(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
 }
 
+// with returns a copy of e that also sends the header name: value.
+func (e *apiError) with(name, value string) *apiError {
+	c := *e
+	c.header = e.header.Clone()
+	if c.header == nil {
+		c.header = http.Header{}
+	}
+	c.header.Set(name, value)
+	return &c
+}
+
 // badRequest is a 400 invalid_request that names the field and says why.
 func badRequest(format string, args ...any) *apiError {
 	return errorf(http.StatusBadRequest, "invalid_request", format, args...)
 }
 
-var (
-	errMissingKey = errorf(http.StatusUnauthorized, "invalid_api_key",
-		"missing API key: send it as Authorization: Bearer <key>, X-API-Key: <key> or the apiKey field")
-	errUnknownKey = errorf(http.StatusUnauthorized, "invalid_api_key", "unknown API key")
-)
+var errMissingKey = errorf(http.StatusUnauthorized, "invalid_api_key",
+	"missing API key: send it as Authorization: Bearer <key>, X-API-Key: <key> or the apiKey field")
+
+// refusedError maps why a call was not admitted to what the client sees.
+func refusedError(e *quota.RefusedError) *apiError {
+	var ae *apiError
+	switch e.Reason {
+	case quota.UnknownKey:
+		ae = errorf(http.StatusUnauthorized, "invalid_api_key", "unknown API key")
+	case quota.Exhausted:
+		ae = errorf(http.StatusTooManyRequests, "quota_exhausted", "this API key has no calls left: ask the operator to top it up")
+	default:
+		ae = errorf(http.StatusInternalServerError, "internal_error", "internal error: see the server log for this request ID")
+	}
+	if e.RetryAfter > 0 {
+		ae = ae.with("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	return ae
+}
 
 // toAPIError maps an error to what the client sees. Errors it does not
 // know are 500s whose cause is only logged.
 func toAPIError(err error) *apiError {
 	var ae *apiError
 	var tooLarge *http.MaxBytesError
+	var refused *quota.RefusedError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &refused):
+		return refusedError(refused)
 	case errors.As(err, &tooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", tooLarge.Limit)
 	case errors.Is(err, quota.ErrKeyNotFound):
 		return errorf(http.StatusNotFound, "key_not_found", "no such API key")
 	case errors.Is(err, quota.ErrKeyExists):
 		return errorf(http.StatusConflict, "key_exists", "an API key with this value exists already")
-	case errors.Is(err, quota.ErrExhausted):
-		return errorf(http.StatusTooManyRequests, "quota_exhausted", "this API key has no calls left: ask the operator to top it up")
 	case errors.Is(err, quota.ErrInvalidKeyFormat), errors.Is(err, quota.ErrInvalidAmount):
 		return badRequest("%s", err.Error())
 	case errors.Is(err, quota.ErrUnavailable):
@@ -67,11 +95,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("request_id", requestID(r.Context())), slog.Int("status", ae.status), slog.String("err", err.Error()))
 	}
-	if ae.status == http.StatusUnauthorized && ae.code == "admin_required" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="felix admin"`)
-	}
-	if ae.allow != "" {
-		w.Header().Set("Allow", ae.allow)
+	for name, values := range ae.header {
+		w.Header()[name] = values
 	}
 	writeJSON(w, ae.status, struct {
 		Error string `json:"error"`

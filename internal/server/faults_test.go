@@ -15,6 +15,7 @@ import (
 
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
+	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
 )
 
@@ -223,39 +224,75 @@ func TestStoreUnavailable(t *testing.T) {
 	})
 }
 
-// failingSettle is a store whose Settle fails while fail is set.
+// failingSettle is a store whose Settle fails its first failures calls;
+// each failure first runs onFail.
 type failingSettle struct {
-	quota.Store
-	fail atomic.Bool
+	store.Store
+	failures atomic.Int64
+	attempts atomic.Int64
+	onFail   func()
 }
 
-func (s *failingSettle) Settle(ctx context.Context, id int64, o quota.Outcome) error {
-	if s.fail.Load() {
+func (s *failingSettle) Settle(ctx context.Context, o quota.Outcome) error {
+	s.attempts.Add(1)
+	if s.failures.Add(-1) >= 0 {
+		s.onFail()
 		return errors.New("connection lost")
 	}
-	return s.Store.Settle(ctx, id, o)
+	return s.Store.Settle(ctx, o)
 }
 
-// TestSettleFails: if the call cannot be charged after the target answered
-// 2xx, the answer is not delivered (503), and the call stays open until
-// recovery releases it: never charged for an answer the client did not get,
-// never forgotten.
+// settleFelix is a Felix whose store's Settle fails, with a clock that
+// each failed settle moves on by step.
+func settleFelix(t *testing.T, db string, failures int64, step time.Duration) (*felix, *failingSettle) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	st := &failingSettle{Store: storetest.Open(t, db), onFail: func() { now.Add(int64(step)) }}
+	st.failures.Store(failures)
+	svc := quota.NewService(quota.Options{
+		Ledger: st, Keys: st, Usage: st, Owner: "a", Hold: time.Minute,
+		Now: func() time.Time { return time.Unix(0, now.Load()) },
+	})
+	tg := newTarget(t)
+	u, _ := url.Parse(tg.URL)
+	srv := httptestServer(t, server.New(server.Options{Quota: svc, Target: u, AdminToken: adminToken}))
+	return &felix{t: t, url: srv, target: tg, quota: svc, store: st}, st
+}
+
+// TestSettleRetried: a settle that fails for a while (a database
+// failover) is retried within the call's hold, and the answer is
+// delivered and charged once.
+func TestSettleRetried(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, db string) {
+		f, st := settleFelix(t, db, 3, 10*time.Second)
+		key := f.createKey(3)
+		if r := f.generate(key); r.status != http.StatusOK {
+			t.Fatalf("generate: %d %s, want 200 after the settle was retried", r.status, r.body)
+		}
+		if n := st.attempts.Load(); n != 4 {
+			t.Errorf("%d settle attempts, want 4 (3 failed, then success)", n)
+		}
+		f.wantCounts(key, counts{total: 1, successful: 1, remaining: 2})
+	})
+}
+
+// TestSettleFails: if the call cannot be charged within its hold after the
+// target answered 2xx, the answer is not delivered (503), and the call
+// stays open until recovery releases it: never charged for an answer the
+// client did not get, never forgotten.
 func TestSettleFails(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
-		st := &failingSettle{Store: storetest.Open(t, db)}
-		now := time.Now()
-		svc := quota.NewService(quota.Options{Store: st, Owner: "a", Hold: time.Minute, Now: func() time.Time { return now }})
-		tg := newTarget(t)
-		u, _ := url.Parse(tg.URL)
-		srv := httptestServer(t, server.New(server.Options{Quota: svc, Target: u, AdminToken: adminToken}))
-		f := &felix{t: t, url: srv, target: tg, quota: svc, store: st}
+		f, st := settleFelix(t, db, 1000, 20*time.Second)
 		key := f.createKey(3)
-		st.fail.Store(true)
 		f.wantError(f.generate(key), http.StatusServiceUnavailable, "store_unavailable")
+		if n := st.attempts.Load(); n < 2 || n > 3 {
+			t.Errorf("%d settle attempts, want 2 or 3 (retried until the 1-minute hold, 20 s per failure)", n)
+		}
 		f.wantCounts(key, counts{total: 1, remaining: 3, reserved: 1})
-		st.fail.Store(false)
-		now = now.Add(2 * time.Minute)
-		if n, err := svc.ReleaseExpired(context.Background()); n != 1 || err != nil {
+		st.failures.Store(0)
+		st.onFail() // past the hold
+		st.onFail()
+		if n, err := f.quota.ReleaseExpired(context.Background()); n != 1 || err != nil {
 			t.Fatalf("ReleaseExpired: %d, %v; want 1", n, err)
 		}
 		f.wantCounts(key, counts{total: 1, remaining: 3})

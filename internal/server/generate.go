@@ -42,9 +42,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	logNote(r.Context(), slog.Any("key", quota.Secret(key)))
 
 	res, err := s.quota.Reserve(r.Context(), key, 1, requestID(r.Context()))
-	if errors.Is(err, quota.ErrKeyNotFound) {
-		return errUnknownKey
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
 	c := &call{res: res, requestID: requestID(r.Context())}

@@ -107,15 +107,12 @@ func (s *Server) adapt(h handler) http.Handler {
 	})
 }
 
-// public serves a client endpoint.
-func (s *Server) public(h handler) http.Handler { return s.adapt(h) }
-
-// admin serves an endpoint that needs ADMIN_TOKEN as a bearer token,
+// requireAdmin guards an endpoint with ADMIN_TOKEN as a bearer token,
 // compared in constant time (the hashes have equal length, so not even the
 // token's length leaks).
-func (s *Server) admin(h handler) http.Handler {
+func (s *Server) requireAdmin(h handler) handler {
 	want := sha256.Sum256([]byte(s.opts.AdminToken))
-	return s.adapt(func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		if s.opts.AdminToken == "" {
 			return errorf(http.StatusForbidden, "admin_disabled",
 				"admin endpoints are disabled: set ADMIN_TOKEN (e.g. ADMIN_TOKEN=$(openssl rand -hex 32)) and restart felix")
@@ -123,10 +120,11 @@ func (s *Server) admin(h handler) http.Handler {
 		token, ok := bearer(r)
 		got := sha256.Sum256([]byte(token))
 		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			return errorf(http.StatusUnauthorized, "admin_required", "this endpoint needs the admin token: send Authorization: Bearer <ADMIN_TOKEN>")
+			return errorf(http.StatusUnauthorized, "admin_required", "this endpoint needs the admin token: send Authorization: Bearer <ADMIN_TOKEN>").
+				with("WWW-Authenticate", `Bearer realm="felix admin"`)
 		}
 		return h(w, r)
-	})
+	}
 }
 
 // bearer returns the token of an "Authorization: Bearer <token>" header.

@@ -6,46 +6,86 @@ import (
 	"strings"
 )
 
-// routes lists every endpoint on one screen.
+// route is one endpoint: its ServeMux pattern, whether it needs the admin
+// token, and what serves it.
+type route struct {
+	pattern string       // "METHOD /path", as ServeMux takes it
+	admin   bool         // needs Authorization: Bearer <ADMIN_TOKEN>
+	api     handler      // a JSON endpoint, or
+	page    http.Handler // an embedded page or asset, served as is
+}
+
+// routeTable lists every endpoint on one screen.
+func (s *Server) routeTable() []route {
+	routes := []route{
+		{pattern: "POST /api/generate", api: s.generate},
+		{pattern: "GET /api/apikey", api: s.getKey},
+		{pattern: "POST /api/apikey", admin: true, api: s.createKey},
+		{pattern: "PUT /api/apikey", admin: true, api: s.setRemaining},
+		{pattern: "GET /api/stats", admin: true, api: s.siteStats},
+
+		{pattern: "GET /healthz", api: s.healthz},
+		{pattern: "GET /readyz", api: s.readyz},
+	}
+	if s.opts.Pages != nil {
+		routes = append(routes,
+			route{pattern: "GET /test", page: s.opts.Pages},
+			route{pattern: "GET /static/", page: s.opts.Pages},
+		)
+	}
+	return routes
+}
+
+// Routes returns the pattern of every route, in table order.
+func (s *Server) Routes() []string {
+	var patterns []string
+	for _, r := range s.routeTable() {
+		patterns = append(patterns, r.pattern)
+	}
+	return patterns
+}
+
+// routes builds the mux from the table. Every request is observed (request
+// ID, one log line), and one that no route takes gets a 404, or a 405 with
+// Allow when its path exists under other methods.
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	allowed := map[string][]string{} // exact path → its methods, for 405s
-	handle := func(pattern string, h http.Handler) {
-		mux.Handle(pattern, s.observe(h))
-		if method, path, ok := strings.Cut(pattern, " "); ok && !strings.HasSuffix(path, "/") {
-			allowed[path] = append(allowed[path], method)
+	for _, r := range s.routeTable() {
+		h := r.page
+		switch {
+		case r.admin:
+			h = s.adapt(s.requireAdmin(r.api))
+		case r.api != nil:
+			h = s.adapt(r.api)
 		}
-	}
-
-	handle("POST /api/generate", s.public(s.generate))
-	handle("GET /api/apikey", s.public(s.getKey))
-	handle("POST /api/apikey", s.admin(s.createKey))
-	handle("PUT /api/apikey", s.admin(s.setRemaining))
-	handle("GET /api/stats", s.admin(s.siteStats))
-
-	handle("GET /healthz", s.public(s.healthz))
-	handle("GET /readyz", s.public(s.readyz))
-	if s.opts.Pages != nil {
-		handle("GET /test", s.opts.Pages)
-		handle("GET /static/", s.opts.Pages)
+		mux.Handle(r.pattern, s.observe(h))
 	}
 	// The catch-all matches every method, so ServeMux's own 405 never
-	// happens: noRoute tells a wrong method from an unknown path.
-	handle("/", s.public(func(w http.ResponseWriter, r *http.Request) error { return noRoute(allowed, r) }))
+	// happens: noRoute asks the mux which methods the path has.
+	mux.Handle("/", s.observe(s.adapt(func(w http.ResponseWriter, r *http.Request) error { return noRoute(mux, r) })))
 	return mux
 }
 
-// noRoute answers a request no route took: 405 with Allow when its path
-// exists under other methods, 404 otherwise.
-func noRoute(allowed map[string][]string, r *http.Request) error {
-	methods, ok := allowed[r.URL.Path]
-	if !ok {
-		return errorf(http.StatusNotFound, "not_found", "no endpoint %s %s: see the README's API reference", r.Method, r.URL.Path)
+// methods are those a route of Felix may have.
+var methods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// noRoute answers a request no route took: 405 with Allow when the mux has
+// routes for its path under other methods, 404 otherwise.
+func noRoute(mux *http.ServeMux, r *http.Request) error {
+	var allowed []string
+	for _, m := range methods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+			allowed = append(allowed, m)
+		}
 	}
-	if slices.Contains(methods, http.MethodGet) {
-		methods = append(methods[:len(methods):len(methods)], http.MethodHead) // ServeMux answers HEAD for GET routes
+	if slices.Contains(allowed, http.MethodGet) {
+		allowed = append(allowed, http.MethodHead) // ServeMux answers HEAD for GET routes
 	}
-	e := errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(methods, " or "))
-	e.allow = strings.Join(methods, ", ")
-	return e
+	if len(allowed) == 0 {
+		return errorf(http.StatusNotFound, "not_found", "no endpoint %s %s: see the API reference (docs/api.md)", r.Method, r.URL.Path)
+	}
+	return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s: use %s", r.Method, r.URL.Path, strings.Join(allowed, " or ")).
+		with("Allow", strings.Join(allowed, ", "))
 }

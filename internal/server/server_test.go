@@ -16,6 +16,7 @@ import (
 
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
+	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
 )
 
@@ -64,13 +65,13 @@ type felix struct {
 	url    string
 	target *target
 	quota  *quota.Service
-	store  quota.Store
+	store  store.Store
 }
 
 func newFelixOn(t testing.TB, databaseURL string, tg *target, configure ...func(*server.Options)) *felix {
 	t.Helper()
 	st := storetest.Open(t, databaseURL)
-	svc := quota.NewService(quota.Options{Store: st, Owner: "test"})
+	svc := quota.NewService(quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test"})
 	u, _ := url.Parse(tg.URL)
 	o := server.Options{
 		Quota: svc, Target: u, TargetKey: "target-secret", AdminToken: adminToken,

@@ -34,11 +34,11 @@ func BenchmarkCall(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					now := time.Now()
-					id, err := s.Reserve(ctx, quota.Call{KeyHash: fmt.Sprint("k", n.Add(1)%8), Cost: 1, Owner: "b", Start: now, Deadline: now.Add(time.Minute)})
-					if err != nil {
-						b.Fatal(err)
+					a, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: fmt.Sprint("k", n.Add(1)%8), Cost: 1, Owner: "b", Start: now, Deadline: now.Add(time.Minute)})
+					if err != nil || !a.Admitted() {
+						b.Fatal(a, err)
 					}
-					if err := s.Settle(ctx, id, quota.Outcome{Status: 200, At: now, Day: "2026-01-01"}); err != nil {
+					if err := s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: 200, At: now, Day: "2026-01-01"}); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
@@ -14,113 +15,190 @@ var errClosed = errors.New("store: closed")
 const maxGroup = 256
 
 // commitTimeout bounds one group's transaction, so that a stalled
-// database fails writes (503) instead of holding them forever.
+// database fails writes (503) instead of holding them forever. A group
+// ends sooner when the earliest deadline of its writers' contexts passes.
 const commitTimeout = 5 * time.Second
 
-// group commits writes together. Callers hand it an operation and wait;
-// one goroutine runs every operation queued meanwhile in a single
+// group commits writes together. Callers hand it a write of type W and
+// wait; one goroutine runs every write queued meanwhile in a single
 // transaction, so one durable commit (one fsync) serves many calls, and
 // each caller returns only once its write is durable. Nothing waits on
 // purpose: a lone write commits at once, and batches form while the
 // previous commit is flushing.
 //
-// Tx is what an operation writes into: a *sql.Tx for SQLite, a *pgx.Batch
-// for PostgreSQL.
-type group[Tx any] struct {
-	ops    chan *groupOp[Tx]
+// commit runs the writes in one transaction and fills in each one's
+// result R (results[i] for writes[i]); it gets fresh, zero results on
+// every attempt, so a retried write never reports a stale result.
+type group[W, R any] struct {
+	mu     sync.Mutex
+	queue  []*groupOp[W, R] // writes waiting for a group, oldest first
+	closed bool
+	wake   chan struct{} // signals the loop that the queue is not empty
 	quit   chan struct{}
 	exited chan struct{}
 	once   sync.Once
-	// commit runs ops in one transaction and commits it, or returns the
-	// error that stopped it.
-	commit func(ctx context.Context, ops []*groupOp[Tx]) error
+	commit func(ctx context.Context, writes []W, results []R) error
 	// rolledBack reports whether a commit error means that nothing was
-	// written, so that each write of the failed group may be retried alone.
-	// After any other error (a lost connection: the commit may have
-	// happened) every write of the group fails.
+	// written because one write failed, so that each write of the failed
+	// group may be retried alone. After any other error (a lost
+	// connection: the commit may have happened; a lock that was never
+	// granted: retrying alone would only wait again) every write of the
+	// group fails.
 	rolledBack func(error) bool
 }
 
-type groupOp[Tx any] struct {
-	// run adds the operation to the transaction. It may run more than
-	// once (a batch that failed is retried one operation at a time), so
-	// it must reset whatever it reports.
-	run  func(tx Tx) error
-	done chan error
+type groupOp[W, R any] struct {
+	w        W
+	deadline time.Time // the caller's, zero for none
+	taken    bool      // joined a group; guarded by the group's mu
+	done     chan groupDone[R]
 }
 
-func newGroup[Tx any](commit func(context.Context, []*groupOp[Tx]) error, rolledBack func(error) bool) *group[Tx] {
-	g := &group[Tx]{
-		ops: make(chan *groupOp[Tx]), quit: make(chan struct{}), exited: make(chan struct{}),
+type groupDone[R any] struct {
+	r   R
+	err error
+}
+
+func newGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool) *group[W, R] {
+	g := &group[W, R]{
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{}),
 		commit: commit, rolledBack: rolledBack,
 	}
 	go g.loop()
 	return g
 }
 
-// do runs one operation in the next transaction and waits for its commit.
-// If ctx ends first, do returns ctx's error: before the operation joined a
-// transaction it is not run; after, its outcome is unknown to the caller
-// (every write of a call is conditional, so retrying it is safe).
-func (g *group[Tx]) do(ctx context.Context, run func(tx Tx) error) error {
-	op := &groupOp[Tx]{run: run, done: make(chan error, 1)}
-	select {
-	case g.ops <- op:
-		select {
-		case err := <-op.done:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	case <-g.quit:
-		return errClosed
-	case <-ctx.Done():
-		return ctx.Err()
+// do runs one write in the next transaction and waits for its commit.
+// If ctx ends while the write is still queued, the write is taken out of
+// the queue, never runs, and do returns ctx's error. Once the write has
+// joined a group, do waits for that group's outcome whatever ctx does (the
+// group gives up at the earliest deadline of its writers), so that a
+// caller always learns whether its write was applied.
+func (g *group[W, R]) do(ctx context.Context, w W) (R, error) {
+	op := &groupOp[W, R]{w: w, done: make(chan groupDone[R], 1)}
+	op.deadline, _ = ctx.Deadline()
+	var zero R
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return zero, errClosed
 	}
+	g.queue = append(g.queue, op)
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default: // the loop has been told already
+	}
+	select {
+	case d := <-op.done:
+		return d.r, d.err
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	if op.taken {
+		g.mu.Unlock()
+		d := <-op.done
+		return d.r, d.err
+	}
+	g.queue = slices.DeleteFunc(g.queue, func(o *groupOp[W, R]) bool { return o == op })
+	g.mu.Unlock()
+	return zero, ctx.Err()
 }
 
-func (g *group[Tx]) commitNow(ops []*groupOp[Tx]) error {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+// take removes up to maxGroup writes from the queue for the next group.
+func (g *group[W, R]) take(batch []*groupOp[W, R]) []*groupOp[W, R] {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := min(len(g.queue), maxGroup)
+	batch = append(batch[:0], g.queue[:n]...)
+	for _, op := range batch {
+		op.taken = true
+	}
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	if len(g.queue) > 0 {
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+	}
+	return batch
+}
+
+// queued returns how many writes wait for a group.
+func (g *group[W, R]) queued() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.queue)
+}
+
+// commitNow runs ops as one transaction, bounded by commitTimeout and by
+// the earliest deadline among them.
+func (g *group[W, R]) commitNow(ops []*groupOp[W, R]) ([]R, error) {
+	deadline := time.Now().Add(commitTimeout)
+	writes := make([]W, len(ops))
+	for i, op := range ops {
+		writes[i] = op.w
+		if !op.deadline.IsZero() && op.deadline.Before(deadline) {
+			deadline = op.deadline
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	return g.commit(ctx, ops)
+	results := make([]R, len(ops))
+	return results, g.commit(ctx, writes, results)
 }
 
-func (g *group[Tx]) loop() {
+func (g *group[W, R]) loop() {
 	defer close(g.exited)
-	batch := make([]*groupOp[Tx], 0, maxGroup)
+	batch := make([]*groupOp[W, R], 0, maxGroup)
 	for {
 		select {
-		case op := <-g.ops:
-			batch = append(batch[:0], op)
+		case <-g.wake:
 		case <-g.quit:
+			g.mu.Lock()
+			for _, op := range g.queue {
+				op.taken = true
+				op.done <- groupDone[R]{err: errClosed}
+			}
+			g.queue = nil
+			g.mu.Unlock()
 			return
 		}
-	more:
-		for len(batch) < maxGroup {
-			select {
-			case op := <-g.ops:
-				batch = append(batch, op)
-			default:
-				break more
-			}
+		if batch = g.take(batch); len(batch) == 0 {
+			continue // every queued write left before its group
 		}
-		err := g.commitNow(batch)
+		results, err := g.commitNow(batch)
 		if err != nil && len(batch) > 1 && g.rolledBack(err) {
-			// One failing operation must not fail the others.
+			// One failing write must not fail the others.
 			for _, op := range batch {
-				op.done <- g.commitNow([]*groupOp[Tx]{op})
+				results, err := g.commitNow([]*groupOp[W, R]{op})
+				op.done <- outcome(results, 0, err)
 			}
 			continue
 		}
-		for _, op := range batch {
-			op.done <- err
+		for i, op := range batch {
+			op.done <- outcome(results, i, err)
 		}
 	}
 }
 
-// close stops the loop after the batch in progress; later writes get
-// errClosed. Closing twice is harmless.
-func (g *group[Tx]) close() {
-	g.once.Do(func() { close(g.quit) })
+// outcome is what the caller of write i learns: its result if the group
+// committed, else only the error.
+func outcome[R any](results []R, i int, err error) groupDone[R] {
+	if err != nil {
+		return groupDone[R]{err: err}
+	}
+	return groupDone[R]{r: results[i]}
+}
+
+// close stops the loop after the batch in progress; queued and later
+// writes get errClosed. Closing twice is harmless.
+func (g *group[W, R]) close() {
+	g.once.Do(func() {
+		g.mu.Lock()
+		g.closed = true
+		g.mu.Unlock()
+		close(g.quit)
+	})
 	<-g.exited
 }

@@ -9,112 +9,154 @@ import (
 	"time"
 )
 
-// tally is a fake transaction: it counts the operations run into it.
-type tally struct{ ops int }
+// A fake write: its value, and whether it fails. The fake commit's result
+// for it is the value doubled.
+type fakeWrite struct {
+	v    int
+	fail bool
+}
 
-// blockingGroup returns a group whose first commit waits for release
-// after signalling entered, so that later writes queue up behind it.
-func blockingGroup(commit func(ops []*groupOp[*tally]) error) (g *group[*tally], entered, release chan struct{}) {
-	entered, release = make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	g = newGroup(func(_ context.Context, ops []*groupOp[*tally]) error {
+// blockingGroup returns a group whose first commit waits for release()
+// after closing entered, so that later writes queue up behind it; commit
+// runs each commit. The group is closed when the test ends.
+func blockingGroup(t *testing.T, commit func(writes []fakeWrite, results []int) error) (g *group[fakeWrite, int], entered chan struct{}, release func()) {
+	entered, released := make(chan struct{}), make(chan struct{})
+	var once, releaseOnce sync.Once
+	g = newGroup(func(_ context.Context, writes []fakeWrite, results []int) error {
 		once.Do(func() {
 			close(entered)
-			<-release
+			<-released
 		})
-		return commit(ops)
+		return commit(writes, results)
 	}, func(error) bool { return true })
+	release = func() { releaseOnce.Do(func() { close(released) }) }
+	t.Cleanup(func() {
+		release() // also when the test failed before releasing
+		g.close()
+	})
 	return g, entered, release
 }
 
-// TestGroupShares: writes that arrive while a commit is under way share
-// a later one, and every write is committed exactly once.
-func TestGroupShares(t *testing.T) {
-	var commits, committed atomic.Int64
-	g, entered, release := blockingGroup(func(ops []*groupOp[*tally]) error {
-		tx := &tally{}
-		for _, op := range ops {
-			op.run(tx)
+// double is a fake commit: each write's result is its value doubled; a
+// failing write fails the whole group.
+func double(writes []fakeWrite, results []int) error {
+	for i, w := range writes {
+		if w.fail {
+			return errBadWrite
 		}
-		commits.Add(1)
-		committed.Add(int64(tx.ops))
-		return nil
-	})
-	defer g.close()
-	write := func() error { return g.do(context.Background(), func(tx *tally) error { tx.ops++; return nil }) }
-
-	var wg sync.WaitGroup
-	wg.Go(func() { write() })
-	<-entered
-	const n = 50
-	var arrived atomic.Int64
-	for range n {
-		wg.Go(func() {
-			arrived.Add(1)
-			if err := write(); err != nil {
-				t.Error(err)
-			}
-		})
+		results[i] = 2 * w.v
 	}
-	// Let the writers reach the queue before the first commit ends.
-	for arrived.Load() < n {
+	return nil
+}
+
+var errBadWrite = errors.New("bad write")
+
+// waitQueued waits until exactly n writes are queued.
+func waitQueued[W, R any](t *testing.T, g *group[W, R], n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); g.queued() != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes queued, want %d", g.queued(), n)
+		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond)
-	close(release)
-	wg.Wait()
-	if got := committed.Load(); got != n+1 {
-		t.Errorf("committed %d writes, want %d", got, n+1)
+}
+
+// TestGroupShares: writes that arrive while a commit is under way share
+// the next one, and each gets its own result.
+func TestGroupShares(t *testing.T) {
+	var commits atomic.Int64
+	g, entered, release := blockingGroup(t, func(writes []fakeWrite, results []int) error {
+		commits.Add(1)
+		return double(writes, results)
+	})
+
+	var wg sync.WaitGroup
+	wg.Go(func() { g.do(context.Background(), fakeWrite{v: -1}) })
+	<-entered
+	const n = 50
+	results := make([]int, n)
+	for i := range n {
+		wg.Go(func() {
+			r, err := g.do(context.Background(), fakeWrite{v: i})
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = r
+		})
 	}
-	if got := commits.Load(); got > n/2 {
-		t.Errorf("%d commits for %d writes: want them grouped", got, n+1)
+	waitQueued(t, g, n)
+	release()
+	wg.Wait()
+	if got := commits.Load(); got != 2 {
+		t.Errorf("%d commits for 1 + %d writes queued behind it, want 2", got, n)
+	}
+	for i, r := range results {
+		if r != 2*i {
+			t.Errorf("write %d: result %d, want %d", i, r, 2*i)
+		}
 	}
 }
 
 // TestGroupIsolatesFailures: a failing write fails alone; the others in
-// its batch are retried one by one and succeed.
+// its batch are retried one by one and succeed with their own results.
 func TestGroupIsolatesFailures(t *testing.T) {
-	bad := errors.New("bad write")
-	g, entered, release := blockingGroup(func(ops []*groupOp[*tally]) error {
-		for _, op := range ops {
-			if err := op.run(&tally{}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	defer g.close()
+	g, entered, release := blockingGroup(t, double)
 	var wg sync.WaitGroup
-	wg.Go(func() { g.do(context.Background(), func(*tally) error { return nil }) })
+	wg.Go(func() { g.do(context.Background(), fakeWrite{}) })
 	<-entered
 	errs := make([]error, 10)
+	results := make([]int, 10)
 	for i := range errs {
-		wg.Go(func() {
-			errs[i] = g.do(context.Background(), func(*tally) error {
-				if i == 3 {
-					return bad
-				}
-				return nil
-			})
-		})
+		wg.Go(func() { results[i], errs[i] = g.do(context.Background(), fakeWrite{v: i, fail: i == 3}) })
 	}
-	close(release)
+	waitQueued(t, g, len(errs))
+	release()
 	wg.Wait()
 	for i, err := range errs {
 		switch {
-		case i == 3 && !errors.Is(err, bad):
+		case i == 3 && !errors.Is(err, errBadWrite):
 			t.Errorf("write 3: got %v, want the bad write's error", err)
-		case i != 3 && err != nil:
-			t.Errorf("write %d: got %v, want nil", i, err)
+		case i != 3 && (err != nil || results[i] != 2*i):
+			t.Errorf("write %d: got %d, %v; want %d, nil", i, results[i], err, 2*i)
 		}
 	}
 }
 
+// TestGroupNoStaleResults: a write retried after its group failed reports
+// only what its own successful attempt produced.
+func TestGroupNoStaleResults(t *testing.T) {
+	var attempt atomic.Int64
+	g, entered, release := blockingGroup(t, func(writes []fakeWrite, results []int) error {
+		for i := range results {
+			if results[i] != 0 {
+				t.Errorf("attempt %d got a result already filled in: %d", attempt.Load(), results[i])
+			}
+			results[i] = 99 // what a failing attempt may leave behind
+		}
+		attempt.Add(1)
+		return double(writes, results)
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { g.do(context.Background(), fakeWrite{}) })
+	<-entered
+	var bad, good error
+	var r int
+	wg.Go(func() { _, bad = g.do(context.Background(), fakeWrite{fail: true}) })
+	wg.Go(func() { r, good = g.do(context.Background(), fakeWrite{v: 4}) })
+	waitQueued(t, g, 2)
+	release()
+	wg.Wait()
+	if !errors.Is(bad, errBadWrite) || good != nil || r != 8 {
+		t.Errorf("got (%v) and (%d, %v); want the bad write's error and (8, nil)", bad, r, good)
+	}
+}
+
 func TestGroupClosed(t *testing.T) {
-	g := newGroup(func(context.Context, []*groupOp[*tally]) error { return nil }, func(error) bool { return true })
+	g := newGroup(func(context.Context, []fakeWrite, []int) error { return nil }, func(error) bool { return true })
 	g.close()
 	g.close()
-	if err := g.do(context.Background(), func(*tally) error { return nil }); !errors.Is(err, errClosed) {
+	if _, err := g.do(context.Background(), fakeWrite{}); !errors.Is(err, errClosed) {
 		t.Errorf("write after close: got %v, want errClosed", err)
 	}
 }
@@ -124,42 +166,108 @@ func TestGroupClosed(t *testing.T) {
 func TestGroupUnknownOutcome(t *testing.T) {
 	lost := errors.New("connection lost")
 	var runs atomic.Int64
-	g := newGroup(func(_ context.Context, ops []*groupOp[*tally]) error {
-		for _, op := range ops {
-			op.run(&tally{})
-		}
+	g, entered, release := blockingGroup(t, func(writes []fakeWrite, _ []int) error {
+		runs.Add(int64(len(writes)))
 		return lost
-	}, func(error) bool { return false })
-	defer g.close()
+	})
+	g.rolledBack = func(error) bool { return false }
 	var wg sync.WaitGroup
+	wg.Go(func() { g.do(context.Background(), fakeWrite{}) })
+	<-entered
 	for range 20 {
 		wg.Go(func() {
-			if err := g.do(context.Background(), func(*tally) error { runs.Add(1); return nil }); !errors.Is(err, lost) {
+			if _, err := g.do(context.Background(), fakeWrite{}); !errors.Is(err, lost) {
 				t.Errorf("got %v, want the commit's error", err)
 			}
 		})
 	}
+	waitQueued(t, g, 20)
+	release()
 	wg.Wait()
-	if got := runs.Load(); got != 20 {
-		t.Errorf("writes ran %d times, want 20 (no retries)", got)
+	if got := runs.Load(); got != 21 {
+		t.Errorf("writes ran %d times, want 21 (no retries)", got)
 	}
 }
 
-// TestGroupGivesUpWaiting: a write whose context ends while the group is
-// stuck is not run, and its caller is told at once.
-func TestGroupGivesUpWaiting(t *testing.T) {
-	g, entered, release := blockingGroup(func(ops []*groupOp[*tally]) error { return nil })
-	defer g.close()
-	go g.do(context.Background(), func(*tally) error { return nil })
+// TestGroupCallerLeavesWhileQueued: a write whose context ends while it
+// waits in the queue is taken out: it never runs, and its caller is told
+// at once.
+func TestGroupCallerLeavesWhileQueued(t *testing.T) {
+	var ran []int
+	var mu sync.Mutex
+	g, entered, release := blockingGroup(t, func(writes []fakeWrite, results []int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range writes {
+			ran = append(ran, w.v)
+		}
+		return double(writes, results)
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { g.do(context.Background(), fakeWrite{v: 1}) })
 	<-entered
 	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	wg.Go(func() { _, err = g.do(ctx, fakeWrite{v: 2}) })
+	waitQueued(t, g, 1)
 	cancel()
-	ran := false
-	if err := g.do(ctx, func(*tally) error { ran = true; return nil }); !errors.Is(err, context.Canceled) {
-		t.Errorf("got %v, want context.Canceled", err)
+	waitQueued(t, g, 0)
+	wg.Go(func() { g.do(context.Background(), fakeWrite{v: 3}) })
+	waitQueued(t, g, 1)
+	release()
+	wg.Wait()
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled write: got %v, want context.Canceled", err)
 	}
-	close(release)
-	if ran {
-		t.Error("a write whose caller gave up was run")
+	if want := []int{1, 3}; len(ran) != 2 || ran[0] != 1 || ran[1] != 3 {
+		t.Errorf("writes run: %v, want %v (the cancelled one never)", ran, want)
+	}
+}
+
+// TestGroupCallerLeavesDuringCommit: a caller whose context ends after its
+// write joined a group waits for that group and learns its result, so
+// that it knows the write was applied.
+func TestGroupCallerLeavesDuringCommit(t *testing.T) {
+	g, entered, release := blockingGroup(t, double)
+	ctx, cancel := context.WithCancel(context.Background())
+	type answer struct {
+		r   int
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		r, err := g.do(ctx, fakeWrite{v: 21})
+		got <- answer{r, err}
+	}()
+	<-entered // the write is in the group being committed
+	cancel()
+	release()
+	if a := <-got; a.err != nil || a.r != 42 {
+		t.Errorf("got %d, %v; want 42, nil (the group's outcome, not the context's error)", a.r, a.err)
+	}
+}
+
+// TestGroupDeadline: a group ends at the earliest deadline of its
+// writers (or commitTimeout, if sooner).
+func TestGroupDeadline(t *testing.T) {
+	deadlines := make(chan time.Time, 1)
+	g := newGroup(func(ctx context.Context, _ []fakeWrite, _ []int) error {
+		d, _ := ctx.Deadline()
+		deadlines <- d
+		return nil
+	}, func(error) bool { return false })
+	defer g.close()
+	want := time.Now().Add(commitTimeout / 2)
+	ctx, cancel := context.WithDeadline(context.Background(), want)
+	defer cancel()
+	if _, err := g.do(ctx, fakeWrite{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-deadlines; !got.Equal(want) {
+		t.Errorf("the group's deadline is %v, want the writer's %v", got, want)
+	}
+	g.do(context.Background(), fakeWrite{})
+	if got := <-deadlines; got.After(time.Now().Add(commitTimeout)) {
+		t.Errorf("the group's deadline is %v, want at most commitTimeout away", got)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,10 +20,8 @@ import (
 // one round trip and one WAL flush for all of them.
 type Postgres struct {
 	pool   *pgxpool.Pool
-	writes *group[*pgx.Batch]
+	writes *group[callWrite, callResult]
 }
-
-var _ quota.Store = (*Postgres)(nil)
 
 func pgxConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -57,18 +54,6 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Postgres, error)
 	return p, nil
 }
 
-// commitGroup sends a group of writes as one batch: an implicit
-// transaction that commits when the batch's results are read.
-func (p *Postgres) commitGroup(ctx context.Context, ops []*groupOp[*pgx.Batch]) error {
-	b := &pgx.Batch{}
-	for _, op := range ops {
-		if err := op.run(b); err != nil {
-			return err
-		}
-	}
-	return p.pool.SendBatch(ctx, b).Close()
-}
-
 // rolledBack reports whether the server refused the batch (a statement
 // failed, a deadlock was broken): then its implicit transaction was rolled
 // back. A lost connection leaves the commit unknown.
@@ -87,8 +72,6 @@ func (p *Postgres) Close() error {
 // Ping checks that the server answers.
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
-const pgKeyColumns = `id, key_prefix, name, total_calls, successful_calls, remaining_calls, reserved_calls, created_at, updated_at`
-
 func scanPGKey(row pgx.Row) (quota.Key, error) {
 	var k quota.Key
 	err := row.Scan(&k.ID, &k.Prefix, &k.Name, &k.TotalCalls, &k.SuccessfulCalls, &k.RemainingCalls, &k.ReservedCalls, &k.CreatedAt, &k.UpdatedAt)
@@ -104,7 +87,7 @@ func (p *Postgres) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, er
 	k, err := scanPGKey(p.pool.QueryRow(ctx, `
 		INSERT INTO api_key_stats (key_hash, key_prefix, name, remaining_calls, created_at, updated_at)
 		VALUES ($1, $2, $3, $4, $5, $5)
-		RETURNING `+pgKeyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, n.Now))
+		RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, n.Now))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		return quota.Key{}, quota.ErrKeyExists
@@ -114,7 +97,7 @@ func (p *Postgres) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, er
 
 // KeyByHash returns a key's statistics.
 func (p *Postgres) KeyByHash(ctx context.Context, hash string) (quota.Key, error) {
-	k, err := scanPGKey(p.pool.QueryRow(ctx, `SELECT `+pgKeyColumns+` FROM api_key_stats WHERE key_hash = $1`, hash))
+	k, err := scanPGKey(p.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_key_stats WHERE key_hash = $1`, hash))
 	return k, wrap("key", err)
 }
 
@@ -123,14 +106,14 @@ func (p *Postgres) SetRemaining(ctx context.Context, hash string, n int64, now t
 	k, err := scanPGKey(p.pool.QueryRow(ctx, `
 		UPDATE api_key_stats SET remaining_calls = GREATEST($2, reserved_calls), updated_at = $3
 		WHERE key_hash = $1
-		RETURNING `+pgKeyColumns, hash, n, now))
+		RETURNING `+keyColumns, hash, n, now))
 	return k, wrap("set remaining", err)
 }
 
 // ListKeys lists keys newest first, filtered by prefix or name.
 func (p *Postgres) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key, error) {
 	rows, err := p.pool.Query(ctx, `
-		SELECT `+pgKeyColumns+` FROM api_key_stats
+		SELECT `+keyColumns+` FROM api_key_stats
 		WHERE $1 = '' OR key_prefix LIKE $1 || '%' ESCAPE '\' OR name ILIKE '%' || $1 || '%' ESCAPE '\'
 		ORDER BY id DESC LIMIT $2 OFFSET $3`, escapeLike(o.Search), o.Limit, o.Offset)
 	if err != nil {
@@ -142,88 +125,35 @@ func (p *Postgres) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.K
 
 // Reserve admits a call in one statement: the conditional update of the
 // key and the insert of the open call commit together or not at all.
-func (p *Postgres) Reserve(ctx context.Context, c quota.Call) (int64, error) {
-	var id int64
-	err := p.writes.do(ctx, func(b *pgx.Batch) error {
-		id = 0
-		b.Queue(`
-			WITH k AS (
-				UPDATE api_key_stats
-				SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5
-				WHERE key_hash = $1 AND remaining_calls - reserved_calls >= $2
-				RETURNING id)
-			INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline)
-			SELECT id, $2, $3, $4, $5, $6 FROM k
-			RETURNING id`, c.KeyHash, c.Cost, c.Owner, c.RequestID, c.Start, c.Deadline,
-		).QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&id); !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			return nil // not admitted
-		})
-		return nil
-	})
+func (p *Postgres) Reserve(ctx context.Context, r quota.ReserveRequest) (quota.Admission, error) {
+	res, err := p.writes.do(ctx, callWrite{kind: reserveWrite, reserve: r})
 	if err != nil {
-		return 0, wrap("reserve", err)
+		return quota.Admission{}, wrap("reserve", err)
 	}
-	if id != 0 {
-		return id, nil
-	}
-	return 0, notAdmitted(ctx, p, c.KeyHash)
+	return admission(res, func() (quota.Key, error) { return p.KeyByHash(ctx, r.KeyHash) })
 }
 
-// Settle charges an open call, its key and its day in one statement.
-func (p *Postgres) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
-	var settled bool
-	err := p.writes.do(ctx, func(b *pgx.Batch) error {
-		settled = false
-		b.Queue(`
-			WITH c AS (
-				UPDATE calls SET state = 'settled', status = $2, finished_at = $3
-				WHERE id = $1 AND state = 'open'
-				RETURNING key_id, cost),
-			k AS (
-				UPDATE api_key_stats a
-				SET remaining_calls = a.remaining_calls - c.cost, reserved_calls = a.reserved_calls - c.cost,
-				    successful_calls = a.successful_calls + 1, updated_at = $3
-				FROM c WHERE a.id = c.key_id
-				RETURNING a.id)
-			INSERT INTO daily_generations (day, generations) SELECT $4::date, 1 FROM k
-			ON CONFLICT (day) DO UPDATE SET generations = daily_generations.generations + 1`,
-			callID, o.Status, o.At, o.Day,
-		).Exec(func(tag pgconn.CommandTag) error {
-			settled = tag.RowsAffected() == 1
-			return nil
-		})
-		return nil
-	})
-	if err != nil || settled {
+// Settle charges an open call, its key and its day.
+func (p *Postgres) Settle(ctx context.Context, o quota.Outcome) error {
+	res, err := p.writes.do(ctx, callWrite{kind: settleWrite, outcome: o})
+	if err != nil || res.changed {
 		return wrap("settle", err)
 	}
-	// Settled already (a retry after a lost answer: fine) or released.
 	var state string
-	if err := p.pool.QueryRow(ctx, `SELECT state FROM calls WHERE id = $1`, callID).Scan(&state); err != nil {
-		return wrap("settle", err)
-	}
-	return settledState(callID, state)
+	err = p.pool.QueryRow(ctx, `SELECT state FROM calls WHERE id = $1`, o.CallID).Scan(&state)
+	return settled(o.CallID, state, err)
 }
 
 // Release frees an open call without charging it.
-func (p *Postgres) Release(ctx context.Context, callID int64, o quota.Outcome) error {
-	return wrap("release", p.writes.do(ctx, func(b *pgx.Batch) error {
-		b.Queue(`
-			WITH c AS (
-				UPDATE calls SET state = 'released', status = $2, finished_at = $3
-				WHERE id = $1 AND state = 'open'
-				RETURNING key_id, cost)
-			UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - c.cost, updated_at = $3
-			FROM c WHERE a.id = c.key_id`, callID, o.Status, o.At)
-		return nil
-	}))
+func (p *Postgres) Release(ctx context.Context, o quota.Outcome) error {
+	_, err := p.writes.do(ctx, callWrite{kind: releaseWrite, outcome: o})
+	return wrap("release", err)
 }
 
 // pgReleaseWhere releases the open calls a condition on calls selects,
-// skipping rows another instance is resolving right now.
+// skipping rows another instance is resolving right now. It runs after
+// pgLockKeysOf has locked their keys: keys are always locked before calls,
+// in id order, as the group commit does.
 const pgReleaseWhere = `
 	WITH c AS (
 		UPDATE calls SET state = 'released', finished_at = $1
@@ -236,18 +166,31 @@ const pgReleaseWhere = `
 		RETURNING s.n)
 	SELECT COALESCE(sum(n), 0) FROM k`
 
+// pgLockKeysOf locks, in id order, the keys of the open calls a condition
+// on calls selects.
+const pgLockKeysOf = `
+	SELECT 1 FROM api_key_stats
+	WHERE id IN (SELECT key_id FROM calls WHERE state = 'open' AND %s)
+	ORDER BY id FOR UPDATE`
+
+// releaseWhere releases the open calls cond selects, in one transaction
+// that locks their keys first.
+func (p *Postgres) releaseWhere(ctx context.Context, op, cond string, args ...any) (int, error) {
+	var n int
+	b := &pgx.Batch{}
+	b.Queue(fmt.Sprintf(pgLockKeysOf, cond), args...)
+	b.Queue(fmt.Sprintf(pgReleaseWhere, cond), args...).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+	return n, wrap(op, p.pool.SendBatch(ctx, b).Close())
+}
+
 // ReleaseExpired releases open calls past their deadline.
 func (p *Postgres) ReleaseExpired(ctx context.Context, now time.Time) (int, error) {
-	var n int
-	err := p.pool.QueryRow(ctx, fmt.Sprintf(pgReleaseWhere, `deadline < $1`), now).Scan(&n)
-	return n, wrap("release expired", err)
+	return p.releaseWhere(ctx, "release expired", `deadline < $1`, now)
 }
 
 // ReleaseOwner releases open calls of owner started before now.
 func (p *Postgres) ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error) {
-	var n int
-	err := p.pool.QueryRow(ctx, fmt.Sprintf(pgReleaseWhere, `owner = $2 AND started_at < $1`), now, owner).Scan(&n)
-	return n, wrap("release owner", err)
+	return p.releaseWhere(ctx, "release owner", `owner = $2 AND started_at < $1`, now, owner)
 }
 
 // SiteStats returns the total of all days and the days from since on,
@@ -261,23 +204,144 @@ func (p *Postgres) SiteStats(ctx context.Context, since string) (quota.SiteStats
 	return scanSiteStats(rows)
 }
 
-func settledState(callID int64, state string) error {
-	switch state {
-	case "settled":
+// The statements of a group commit on PostgreSQL.
+const (
+	// pgLockKeys locks every key a group touches, in id order, before the
+	// group writes anything: groups of several instances then never hold
+	// keys in opposite orders, so they queue instead of deadlocking.
+	pgLockKeys = `SELECT 1 FROM api_key_stats WHERE key_hash = ANY($1) OR id = ANY($2) ORDER BY id FOR UPDATE`
+	// pgReserve admits a call: the conditional update of the key and the
+	// insert of the open call, in one statement.
+	pgReserve = `
+		WITH k AS (
+			UPDATE api_key_stats
+			SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5
+			WHERE key_hash = $1 AND remaining_calls - reserved_calls >= $2
+			RETURNING id)
+		INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline)
+		SELECT id, $2, $3, $4, $5, $6 FROM k
+		RETURNING id, key_id`
+	// pgSettle settles the group's open calls among $1, charges their keys
+	// once per key and counts them once per day; it returns the calls it
+	// settled.
+	pgSettle = `
+		WITH o AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::date[]) AS o(id, status, at, day)),
+		c AS (
+			UPDATE calls SET state = 'settled', status = o.status, finished_at = o.at
+			FROM o WHERE calls.id = o.id AND calls.state = 'open'
+			RETURNING calls.id, calls.key_id, calls.cost, o.at, o.day),
+		k AS (
+			UPDATE api_key_stats a
+			SET remaining_calls = a.remaining_calls - s.cost, reserved_calls = a.reserved_calls - s.cost,
+			    successful_calls = a.successful_calls + s.n, updated_at = s.at
+			FROM (SELECT key_id, sum(cost) AS cost, count(*) AS n, max(at) AS at FROM c GROUP BY key_id) s
+			WHERE a.id = s.key_id),
+		d AS (
+			INSERT INTO daily_generations (day, generations) SELECT day, count(*) FROM c GROUP BY day
+			ON CONFLICT (day) DO UPDATE SET generations = daily_generations.generations + excluded.generations)
+		SELECT id FROM c`
+	// pgRelease releases the group's open calls among $1 and gives their
+	// keys back their holds; it returns the calls it released.
+	pgRelease = `
+		WITH o AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS o(id, status, at)),
+		c AS (
+			UPDATE calls SET state = 'released', status = o.status, finished_at = o.at
+			FROM o WHERE calls.id = o.id AND calls.state = 'open'
+			RETURNING calls.id, calls.key_id, calls.cost, o.at),
+		k AS (
+			UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - s.cost, updated_at = s.at
+			FROM (SELECT key_id, sum(cost) AS cost, max(at) AS at FROM c GROUP BY key_id) s
+			WHERE a.id = s.key_id)
+		SELECT id FROM c`
+)
+
+// commitGroup sends a group of writes as one pipelined batch, which
+// PostgreSQL runs as one implicit transaction that commits when the
+// batch's results are read: one round trip and one WAL flush for all. It
+// locks the group's keys first (pgLockKeys), then runs each reserve, then
+// all settles in one statement and all releases in another.
+func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results []callResult) error {
+	var (
+		hashes   []string
+		keyIDs   []int64
+		settles  outcomes
+		releases outcomes
+	)
+	for i, w := range writes {
+		switch w.kind {
+		case reserveWrite:
+			hashes = append(hashes, w.reserve.KeyHash)
+		case settleWrite:
+			keyIDs = append(keyIDs, w.outcome.KeyID)
+			settles.add(i, w.outcome)
+		case releaseWrite:
+			keyIDs = append(keyIDs, w.outcome.KeyID)
+			releases.add(i, w.outcome)
+		default:
+			return fmt.Errorf("store: postgres group: unexpected write kind %d", w.kind)
+		}
+	}
+	b := &pgx.Batch{}
+	b.Queue(pgLockKeys, hashes, keyIDs)
+	for i, w := range writes {
+		if w.kind != reserveWrite {
+			continue
+		}
+		r := w.reserve
+		b.Queue(pgReserve, r.KeyHash, r.Cost, r.Owner, r.RequestID, r.Start, r.Deadline).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&results[i].callID, &results[i].keyID)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // not admitted
+			}
+			results[i].cost = r.Cost
+			return err
+		})
+	}
+	if len(settles.idx) > 0 {
+		b.Queue(pgSettle, settles.ids, settles.statuses, settles.ats, settles.days).Query(settles.collect(results))
+	}
+	if len(releases.idx) > 0 {
+		b.Queue(pgRelease, releases.ids, releases.statuses, releases.ats).Query(releases.collect(results))
+	}
+	return p.pool.SendBatch(ctx, b).Close()
+}
+
+// outcomes are a group's settles (or releases) as the columns the
+// statement unnests, with the index of each one's write.
+type outcomes struct {
+	idx      []int
+	ids      []int64
+	statuses []int32
+	ats      []time.Time
+	days     []string
+}
+
+func (o *outcomes) add(i int, out quota.Outcome) {
+	o.idx = append(o.idx, i)
+	o.ids = append(o.ids, out.CallID)
+	o.statuses = append(o.statuses, int32(out.Status))
+	o.ats = append(o.ats, out.At)
+	o.days = append(o.days, out.Day)
+}
+
+// collect reads the ids the statement changed and marks their writes'
+// results changed.
+func (o *outcomes) collect(results []callResult) func(pgx.Rows) error {
+	return func(rows pgx.Rows) error {
+		changed := map[int64]bool{}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			changed[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for j, i := range o.idx {
+			results[i].changed = changed[o.ids[j]]
+		}
 		return nil
-	case "released":
-		return quota.ErrCallReleased
 	}
-	return fmt.Errorf("store: settle call %d: still %s", callID, state)
 }
-
-func wrap(op string, err error) error {
-	if err == nil || errors.Is(err, quota.ErrKeyNotFound) {
-		return err
-	}
-	return fmt.Errorf("store: %s: %w", op, err)
-}
-
-var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-
-func escapeLike(s string) string { return likeEscaper.Replace(s) }

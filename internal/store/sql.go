@@ -1,10 +1,16 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/felix-gateway/felix/internal/quota"
 )
+
+// keyColumns are the columns of api_key_stats that make a quota.Key, in
+// the order both stores scan them.
+const keyColumns = `id, key_prefix, name, total_calls, successful_calls, remaining_calls, reserved_calls, created_at, updated_at`
 
 // siteStatsQuery selects the total of all days with each day from a
 // bound, as rows (total, day, generations); one row with an empty day
@@ -38,3 +44,17 @@ func scanSiteStats(rows rowScanner) (quota.SiteStats, error) {
 	}
 	return st, wrap("site stats", rows.Err())
 }
+
+// wrap prefixes a store error with its operation, leaving the sentinels
+// the rules test for recognisable.
+func wrap(op string, err error) error {
+	if err == nil || errors.Is(err, quota.ErrKeyNotFound) {
+		return err
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// escapeLike escapes s for a LIKE pattern with ESCAPE '\'.
+func escapeLike(s string) string { return likeEscaper.Replace(s) }

@@ -20,11 +20,9 @@ import (
 // before it returns, and concurrent ones share a commit.
 type SQLite struct {
 	w, r   *sql.DB
-	tx     sqliteTx          // the writer's statements; used by writes' goroutine only
-	writes *group[*sqliteTx] // the calls' writes, committed in groups
+	tx     sqliteTx                      // the writer's statements; used by writes' goroutine only
+	writes *group[callWrite, callResult] // the calls' writes, committed in groups
 }
-
-var _ quota.Store = (*SQLite)(nil)
 
 // sqlitePragmas are applied to every connection. synchronous=FULL makes
 // each commit durable before Felix forwards the call it admits.
@@ -43,39 +41,6 @@ func openSQLiteDB(path string, conns int) (*sql.DB, error) {
 	db.SetMaxIdleConns(conns)
 	db.SetConnMaxLifetime(0)
 	return db, nil
-}
-
-// The writer's statements, prepared once per connection (sqliteTx).
-var sqliteStmts = map[string]string{
-	"reserve": `
-		UPDATE api_key_stats
-		SET reserved_calls = reserved_calls + ?1, total_calls = total_calls + 1, updated_at = ?2
-		WHERE key_hash = ?3 AND remaining_calls - reserved_calls >= ?1
-		RETURNING id`,
-	"insertCall": `
-		INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?)`,
-	"settleCall": `
-		UPDATE calls SET state = 'settled', status = ?, finished_at = ?
-		WHERE id = ? AND state = 'open' RETURNING key_id, cost`,
-	"chargeKey": `
-		UPDATE api_key_stats
-		SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1,
-		    successful_calls = successful_calls + 1, updated_at = ?2
-		WHERE id = ?3`,
-	"countDay": `
-		INSERT INTO daily_generations (day, generations) VALUES (?, 1)
-		ON CONFLICT (day) DO UPDATE SET generations = generations + 1`,
-	"releaseCall": `
-		UPDATE calls SET state = 'released', status = ?, finished_at = ?
-		WHERE id = ? AND state = 'open' RETURNING key_id, cost`,
-	"unreserve": `
-		UPDATE api_key_stats SET reserved_calls = reserved_calls - ?, updated_at = ? WHERE id = ?`,
-	"releaseExpired": `
-		UPDATE calls SET state = 'released', finished_at = ?1
-		WHERE state = 'open' AND deadline < ?1 RETURNING key_id, cost`,
-	"releaseOwner": `
-		UPDATE calls SET state = 'released', finished_at = ?1
-		WHERE state = 'open' AND owner = ?2 AND started_at < ?1 RETURNING key_id, cost`,
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.
@@ -101,9 +66,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: sqlite %s: %w (run `felix migrate` first?)", path, err)
 	}
-	// A failed group is rolled back (commitGroup makes sure): its writes
-	// may be retried alone.
-	s.writes = newGroup(s.commitGroup, func(error) bool { return true })
+	s.writes = newGroup(s.commitGroup, sqliteRolledBack)
 	return s, nil
 }
 
@@ -120,8 +83,6 @@ func (s *SQLite) Close() error {
 func (s *SQLite) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
-
-const sqliteKeyColumns = `id, key_prefix, name, total_calls, successful_calls, remaining_calls, reserved_calls, created_at, updated_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -143,7 +104,7 @@ func (s *SQLite) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, erro
 	k, err := scanSQLiteKey(s.w.QueryRowContext(ctx, `
 		INSERT INTO api_key_stats (key_hash, key_prefix, name, remaining_calls, created_at, updated_at)
 		VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (key_hash) DO NOTHING
-		RETURNING `+sqliteKeyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, micros(n.Now)))
+		RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, micros(n.Now)))
 	if errors.Is(err, quota.ErrKeyNotFound) {
 		return quota.Key{}, quota.ErrKeyExists
 	}
@@ -152,7 +113,7 @@ func (s *SQLite) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, erro
 
 // KeyByHash returns a key's statistics.
 func (s *SQLite) KeyByHash(ctx context.Context, hash string) (quota.Key, error) {
-	k, err := scanSQLiteKey(s.r.QueryRowContext(ctx, `SELECT `+sqliteKeyColumns+` FROM api_key_stats WHERE key_hash = ?`, hash))
+	k, err := scanSQLiteKey(s.r.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_key_stats WHERE key_hash = ?`, hash))
 	return k, wrap("key", err)
 }
 
@@ -161,14 +122,14 @@ func (s *SQLite) SetRemaining(ctx context.Context, hash string, n int64, now tim
 	k, err := scanSQLiteKey(s.w.QueryRowContext(ctx, `
 		UPDATE api_key_stats SET remaining_calls = max(?2, reserved_calls), updated_at = ?3
 		WHERE key_hash = ?1
-		RETURNING `+sqliteKeyColumns, hash, n, micros(now)))
+		RETURNING `+keyColumns, hash, n, micros(now)))
 	return k, wrap("set remaining", err)
 }
 
 // ListKeys lists keys newest first, filtered by prefix or name.
 func (s *SQLite) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key, error) {
 	rows, err := s.r.QueryContext(ctx, `
-		SELECT `+sqliteKeyColumns+` FROM api_key_stats
+		SELECT `+keyColumns+` FROM api_key_stats
 		WHERE ?1 = '' OR key_prefix LIKE ?1 || '%' ESCAPE '\' OR name LIKE '%' || ?1 || '%' ESCAPE '\'
 		ORDER BY id DESC LIMIT ?2 OFFSET ?3`, escapeLike(o.Search), o.Limit, o.Offset)
 	if err != nil {
@@ -188,108 +149,41 @@ func (s *SQLite) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key
 
 // Reserve admits a call: the conditional update of the key and the insert
 // of the open call commit together or not at all.
-func (s *SQLite) Reserve(ctx context.Context, c quota.Call) (int64, error) {
-	var id int64
-	err := s.writes.do(ctx, func(tx *sqliteTx) error {
-		id = 0
-		var keyID int64
-		if admitted, err := tx.queryRow("reserve", []*int64{&keyID}, c.Cost, micros(c.Start), c.KeyHash); !admitted || err != nil {
-			return err
-		}
-		res, err := tx.exec("insertCall", keyID, c.Cost, c.Owner, c.RequestID, micros(c.Start), micros(c.Deadline))
-		if err != nil {
-			return err
-		}
-		id, err = res.LastInsertId()
-		return err
-	})
+func (s *SQLite) Reserve(ctx context.Context, r quota.ReserveRequest) (quota.Admission, error) {
+	res, err := s.writes.do(ctx, callWrite{kind: reserveWrite, reserve: r})
 	if err != nil {
-		return 0, wrap("reserve", err)
+		return quota.Admission{}, wrap("reserve", err)
 	}
-	if id != 0 {
-		return id, nil
-	}
-	return 0, notAdmitted(ctx, s, c.KeyHash)
+	return admission(res, func() (quota.Key, error) { return s.KeyByHash(ctx, r.KeyHash) })
 }
 
 // Settle charges an open call, its key and its day in one transaction.
-func (s *SQLite) Settle(ctx context.Context, callID int64, o quota.Outcome) error {
-	at := micros(o.At)
-	var settled bool
-	err := s.writes.do(ctx, func(tx *sqliteTx) error {
-		settled = false
-		var keyID, cost int64
-		if open, err := tx.queryRow("settleCall", []*int64{&keyID, &cost}, int64(o.Status), at, callID); !open || err != nil {
-			return err // !open: resolved already
-		}
-		if _, err := tx.exec("chargeKey", cost, at, keyID); err != nil {
-			return err
-		}
-		_, err := tx.exec("countDay", o.Day)
-		settled = err == nil
-		return err
-	})
-	if err != nil || settled {
+func (s *SQLite) Settle(ctx context.Context, o quota.Outcome) error {
+	res, err := s.writes.do(ctx, callWrite{kind: settleWrite, outcome: o})
+	if err != nil || res.changed {
 		return wrap("settle", err)
 	}
 	var state string
-	if err := s.r.QueryRowContext(ctx, `SELECT state FROM calls WHERE id = ?`, callID).Scan(&state); err != nil {
-		return wrap("settle", err)
-	}
-	return settledState(callID, state)
+	err = s.r.QueryRowContext(ctx, `SELECT state FROM calls WHERE id = ?`, o.CallID).Scan(&state)
+	return settled(o.CallID, state, err)
 }
 
 // Release frees an open call without charging it.
-func (s *SQLite) Release(ctx context.Context, callID int64, o quota.Outcome) error {
-	at := micros(o.At)
-	return wrap("release", s.writes.do(ctx, func(tx *sqliteTx) error {
-		var keyID, cost int64
-		if open, err := tx.queryRow("releaseCall", []*int64{&keyID, &cost}, int64(o.Status), at, callID); !open || err != nil {
-			return err // !open: resolved already
-		}
-		_, err := tx.exec("unreserve", cost, at, keyID)
-		return err
-	}))
-}
-
-// releaseWhere releases the open calls that the named statement (with now
-// and args) selects and gives their keys back their holds, in one
-// transaction.
-func (s *SQLite) releaseWhere(ctx context.Context, op, stmt string, now time.Time, args ...any) (int, error) {
-	at := micros(now)
-	n := 0
-	err := s.writes.do(ctx, func(tx *sqliteTx) error {
-		n = 0
-		held := map[int64]int64{}
-		var keyID, cost int64
-		err := tx.queryEach(stmt, []*int64{&keyID, &cost}, func() {
-			held[keyID] += cost
-			n++
-		}, append([]any{at}, args...)...)
-		if err != nil {
-			return err
-		}
-		for keyID, cost := range held {
-			if _, err := tx.exec("unreserve", cost, at, keyID); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, wrap(op, err)
-	}
-	return n, nil
+func (s *SQLite) Release(ctx context.Context, o quota.Outcome) error {
+	_, err := s.writes.do(ctx, callWrite{kind: releaseWrite, outcome: o})
+	return wrap("release", err)
 }
 
 // ReleaseExpired releases open calls past their deadline.
 func (s *SQLite) ReleaseExpired(ctx context.Context, now time.Time) (int, error) {
-	return s.releaseWhere(ctx, "release expired", "releaseExpired", now)
+	res, err := s.writes.do(ctx, callWrite{kind: sweepWrite, sweep: sweep{now: now}})
+	return res.released, wrap("release expired", err)
 }
 
 // ReleaseOwner releases open calls of owner started before now.
 func (s *SQLite) ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error) {
-	return s.releaseWhere(ctx, "release owner", "releaseOwner", now, owner)
+	res, err := s.writes.do(ctx, callWrite{kind: sweepWrite, sweep: sweep{owner: owner, now: now}})
+	return res.released, wrap("release owner", err)
 }
 
 // SiteStats returns the total of all days and the days from since on,

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+
+	"github.com/felix-gateway/felix/internal/quota"
 )
 
 // sqliteTx is what a group of SQLite writes runs in: the writer
@@ -20,9 +23,55 @@ import (
 // never outlive or leave the connection they were prepared on.
 type sqliteTx struct {
 	conn  any // the driver connection the statements belong to
-	stmts map[string]driver.Stmt
+	stmts sqliteStmts
 	args  []driver.NamedValue
 	row   []driver.Value
+}
+
+// sqliteStmts are the writer's statements, prepared once per connection.
+type sqliteStmts struct {
+	reserve, insertCall, settleCall, chargeKey, countDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
+}
+
+// each lists the statements with their SQL, for preparing and closing.
+func (st *sqliteStmts) each() []struct {
+	stmt *driver.Stmt
+	sql  string
+} {
+	return []struct {
+		stmt *driver.Stmt
+		sql  string
+	}{
+		{&st.reserve, `
+			UPDATE api_key_stats
+			SET reserved_calls = reserved_calls + ?1, total_calls = total_calls + 1, updated_at = ?2
+			WHERE key_hash = ?3 AND remaining_calls - reserved_calls >= ?1
+			RETURNING id`},
+		{&st.insertCall, `
+			INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?)`},
+		{&st.settleCall, `
+			UPDATE calls SET state = 'settled', status = ?, finished_at = ?
+			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
+		{&st.chargeKey, `
+			UPDATE api_key_stats
+			SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1,
+			    successful_calls = successful_calls + 1, updated_at = ?2
+			WHERE id = ?3`},
+		{&st.countDay, `
+			INSERT INTO daily_generations (day, generations) VALUES (?1, ?2)
+			ON CONFLICT (day) DO UPDATE SET generations = generations + ?2`},
+		{&st.releaseCall, `
+			UPDATE calls SET state = 'released', status = ?, finished_at = ?
+			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
+		{&st.unreserve, `
+			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?, updated_at = ? WHERE id = ?`},
+		{&st.releaseExpired, `
+			UPDATE calls SET state = 'released', finished_at = ?1
+			WHERE state = 'open' AND deadline < ?1 RETURNING key_id, cost`},
+		{&st.releaseOwner, `
+			UPDATE calls SET state = 'released', finished_at = ?1
+			WHERE state = 'open' AND owner = ?2 AND started_at < ?1 RETURNING key_id, cost`},
+	}
 }
 
 // prepare (re)prepares the statements when dc is not the connection they
@@ -36,14 +85,14 @@ func (t *sqliteTx) prepare(ctx context.Context, dc any) error {
 	if !ok {
 		return fmt.Errorf("sqlite driver connection %T cannot prepare statements", dc)
 	}
-	t.conn, t.stmts = nil, map[string]driver.Stmt{}
-	for name, q := range sqliteStmts {
-		st, err := c.PrepareContext(ctx, q)
+	t.conn = nil
+	for _, s := range t.stmts.each() {
+		st, err := c.PrepareContext(ctx, s.sql)
 		if err != nil {
 			t.close()
-			return fmt.Errorf("prepare %s: %w", name, err)
+			return fmt.Errorf("prepare %s: %w", strings.Join(strings.Fields(s.sql), " "), err)
 		}
-		t.stmts[name] = st
+		*s.stmt = st
 	}
 	t.conn = dc
 	return nil
@@ -51,15 +100,27 @@ func (t *sqliteTx) prepare(ctx context.Context, dc any) error {
 
 // close finalizes the statements; call it inside Raw on their connection.
 func (t *sqliteTx) close() {
-	for _, st := range t.stmts {
-		st.Close()
+	for _, s := range t.stmts.each() {
+		if *s.stmt != nil {
+			(*s.stmt).Close()
+			*s.stmt = nil
+		}
 	}
-	t.conn, t.stmts = nil, nil
+	t.conn = nil
 }
 
-// run executes ops in one IMMEDIATE transaction on dc and commits it; on
-// any error it rolls back, so that nothing of the group was written.
-func (t *sqliteTx) run(ctx context.Context, dc any, ops []*groupOp[*sqliteTx]) error {
+// errNotBegun marks a group whose transaction could not start (another
+// process holds the write lock past the group's deadline): nothing was
+// written, and retrying each write alone would only wait again.
+var errNotBegun = errors.New("sqlite: transaction not begun")
+
+// sqliteRolledBack: a group that began and then failed was rolled back
+// (run makes sure), so its writes may be retried alone.
+func sqliteRolledBack(err error) bool { return !errors.Is(err, errNotBegun) }
+
+// run executes writes in one IMMEDIATE transaction on dc and commits it;
+// on any error it rolls back, so that nothing of the group was written.
+func (t *sqliteTx) run(ctx context.Context, dc any, writes []callWrite, results []callResult) error {
 	c, ok := dc.(driver.ExecerContext)
 	if !ok {
 		return fmt.Errorf("sqlite driver connection %T cannot execute", dc)
@@ -68,17 +129,12 @@ func (t *sqliteTx) run(ctx context.Context, dc any, ops []*groupOp[*sqliteTx]) e
 	// longer than ctx; the statements and COMMIT run without a context,
 	// which spares the driver a goroutine per statement.
 	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE", nil); err != nil {
-		return err
+		return errors.Join(errNotBegun, err)
 	}
-	err := func() error {
-		for _, op := range ops {
-			if err := op.run(t); err != nil {
-				return err
-			}
-		}
-		_, err := c.ExecContext(context.Background(), "COMMIT", nil)
-		return err
-	}()
+	err := t.apply(writes, results)
+	if err == nil {
+		_, err = c.ExecContext(context.Background(), "COMMIT", nil)
+	}
 	if err != nil {
 		if _, rbErr := c.ExecContext(context.Background(), "ROLLBACK", nil); rbErr != nil {
 			// The connection's state is unknown: have database/sql drop it.
@@ -96,28 +152,28 @@ func (t *sqliteTx) bind(args []any) []driver.NamedValue {
 	return t.args
 }
 
-// exec runs the named statement.
-func (t *sqliteTx) exec(name string, args ...any) (driver.Result, error) {
-	return t.stmts[name].(driver.StmtExecContext).ExecContext(context.Background(), t.bind(args))
+// exec runs a statement.
+func (t *sqliteTx) exec(st driver.Stmt, args ...any) (driver.Result, error) {
+	return st.(driver.StmtExecContext).ExecContext(context.Background(), t.bind(args))
 }
 
-// queryRow runs the named statement and reads its first row's integer
-// columns into dest; found is false when it returned no row.
-func (t *sqliteTx) queryRow(name string, dest []*int64, args ...any) (found bool, err error) {
-	err = t.query(name, dest, func() bool { found = true; return false }, args)
+// queryRow runs a statement and reads its first row's integer columns
+// into dest; found is false when it returned no row.
+func (t *sqliteTx) queryRow(st driver.Stmt, dest []*int64, args ...any) (found bool, err error) {
+	err = t.query(st, dest, func() bool { found = true; return false }, args)
 	return found, err
 }
 
-// queryEach runs the named statement and calls each after reading every
-// row's integer columns into dest.
-func (t *sqliteTx) queryEach(name string, dest []*int64, each func(), args ...any) error {
-	return t.query(name, dest, func() bool { each(); return true }, args)
+// queryEach runs a statement and calls each after reading every row's
+// integer columns into dest.
+func (t *sqliteTx) queryEach(st driver.Stmt, dest []*int64, each func(), args ...any) error {
+	return t.query(st, dest, func() bool { each(); return true }, args)
 }
 
 // query reads rows into dest, calling row after each until it returns
 // false.
-func (t *sqliteTx) query(name string, dest []*int64, row func() (more bool), args []any) (err error) {
-	rows, err := t.stmts[name].(driver.StmtQueryContext).QueryContext(context.Background(), t.bind(args))
+func (t *sqliteTx) query(st driver.Stmt, dest []*int64, row func() (more bool), args []any) (err error) {
+	rows, err := st.(driver.StmtQueryContext).QueryContext(context.Background(), t.bind(args))
 	if err != nil {
 		return err
 	}
@@ -135,7 +191,7 @@ func (t *sqliteTx) query(name string, dest []*int64, row func() (more bool), arg
 		for i, v := range vals {
 			n, ok := v.(int64)
 			if !ok {
-				return fmt.Errorf("%s: column %d is %T, not an integer", name, i, v)
+				return fmt.Errorf("column %d is %T, not an integer", i, v)
 			}
 			*dest[i] = n
 		}
@@ -147,7 +203,7 @@ func (t *sqliteTx) query(name string, dest []*int64, row func() (more bool), arg
 
 // commitGroup runs a group of writes in one transaction on the writer
 // connection.
-func (s *SQLite) commitGroup(ctx context.Context, ops []*groupOp[*sqliteTx]) error {
+func (s *SQLite) commitGroup(ctx context.Context, writes []callWrite, results []callResult) error {
 	c, err := s.w.Conn(ctx)
 	if err != nil {
 		return err
@@ -157,7 +213,7 @@ func (s *SQLite) commitGroup(ctx context.Context, ops []*groupOp[*sqliteTx]) err
 		if err := s.tx.prepare(ctx, dc); err != nil {
 			return err
 		}
-		err := s.tx.run(ctx, dc, ops)
+		err := s.tx.run(ctx, dc, writes, results)
 		if v, ok := dc.(driver.Validator); errors.Is(err, driver.ErrBadConn) || ok && !v.IsValid() {
 			// database/sql will drop this connection: finalize its
 			// statements while it is open; the next group prepares anew.
@@ -180,4 +236,93 @@ func (s *SQLite) closeTx() {
 		}
 		return nil
 	})
+}
+
+// apply runs each write's statements, filling in its result. The site's
+// daily counts are added once per day at the end, not once per call.
+func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
+	var days map[string]int64
+	for i, w := range writes {
+		var err error
+		switch w.kind {
+		case reserveWrite:
+			results[i], err = t.reserve(w.reserve)
+		case settleWrite:
+			results[i].changed, err = t.resolve(t.stmts.settleCall, t.stmts.chargeKey, w.outcome)
+			if results[i].changed {
+				if days == nil {
+					days = map[string]int64{}
+				}
+				days[w.outcome.Day]++
+			}
+		case releaseWrite:
+			results[i].changed, err = t.resolve(t.stmts.releaseCall, t.stmts.unreserve, w.outcome)
+		case sweepWrite:
+			results[i].released, err = t.sweep(w.sweep)
+		default:
+			err = fmt.Errorf("unknown write kind %d", w.kind)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for day, n := range days {
+		if _, err := t.exec(t.stmts.countDay, day, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reserve admits a call when the key's conditions hold.
+func (t *sqliteTx) reserve(r quota.ReserveRequest) (callResult, error) {
+	var keyID int64
+	if admitted, err := t.queryRow(t.stmts.reserve, []*int64{&keyID}, r.Cost, micros(r.Start), r.KeyHash); !admitted || err != nil {
+		return callResult{}, err
+	}
+	res, err := t.exec(t.stmts.insertCall, keyID, r.Cost, r.Owner, r.RequestID, micros(r.Start), micros(r.Deadline))
+	if err != nil {
+		return callResult{}, err
+	}
+	id, err := res.LastInsertId()
+	return callResult{callID: id, keyID: keyID, cost: r.Cost}, err
+}
+
+// resolve ends an open call with the call statement (settle or release)
+// and applies the key statement (charge or unreserve) to its key; changed
+// is false when the call was resolved already.
+func (t *sqliteTx) resolve(call, key driver.Stmt, o quota.Outcome) (changed bool, err error) {
+	at := micros(o.At)
+	var keyID, cost int64
+	if open, err := t.queryRow(call, []*int64{&keyID, &cost}, int64(o.Status), at, o.CallID); !open || err != nil {
+		return false, err
+	}
+	_, err = t.exec(key, cost, at, keyID)
+	return err == nil, err
+}
+
+// sweep releases the open calls it selects and gives their keys back
+// their holds.
+func (t *sqliteTx) sweep(sw sweep) (int, error) {
+	at := micros(sw.now)
+	st, args := t.stmts.releaseExpired, []any{at}
+	if sw.owner != "" {
+		st, args = t.stmts.releaseOwner, []any{at, sw.owner}
+	}
+	held := map[int64]int64{}
+	n := 0
+	var keyID, cost int64
+	err := t.queryEach(st, []*int64{&keyID, &cost}, func() {
+		held[keyID] += cost
+		n++
+	}, args...)
+	if err != nil {
+		return 0, err
+	}
+	for keyID, cost := range held {
+		if _, err := t.exec(t.stmts.unreserve, cost, at, keyID); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
 }

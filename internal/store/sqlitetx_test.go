@@ -47,17 +47,17 @@ func TestSQLiteGroupRollsBack(t *testing.T) {
 	s := openTestSQLite(t)
 	ctx := context.Background()
 	k := createTestKey(t, s, 10)
-	now := micros(time.Now())
-	good := &groupOp[*sqliteTx]{run: func(tx *sqliteTx) error {
-		_, err := tx.queryRow("reserve", []*int64{new(int64)}, int64(1), now, k.Hash)
-		return err
-	}}
-	bad := &groupOp[*sqliteTx]{run: func(tx *sqliteTx) error {
-		// More holds given back than the key has: CHECK (reserved_calls >= 0).
-		_, err := tx.exec("unreserve", int64(5), now, k.ID)
-		return err
-	}}
-	if err := s.commitGroup(ctx, []*groupOp[*sqliteTx]{good, bad}); err == nil {
+	now := time.Now()
+	// An open call holding 5 that its key does not hold: releasing it
+	// breaks CHECK (reserved_calls >= 0).
+	res, err := s.w.ExecContext(ctx, `INSERT INTO calls (key_id, cost, owner, started_at, deadline) VALUES (?, 5, 't', 0, 0)`, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	badCall, _ := res.LastInsertId()
+	good := callWrite{kind: reserveWrite, reserve: quota.ReserveRequest{KeyHash: k.Hash, Cost: 1, Owner: "t", Start: now, Deadline: now.Add(time.Minute)}}
+	bad := callWrite{kind: releaseWrite, outcome: quota.Outcome{CallID: badCall, KeyID: k.ID, At: now}}
+	if err := s.commitGroup(ctx, []callWrite{good, bad}, make([]callResult, 2)); err == nil {
 		t.Fatal("a group with a failing write committed")
 	}
 	got, err := s.KeyByHash(ctx, k.Hash)
@@ -67,11 +67,11 @@ func TestSQLiteGroupRollsBack(t *testing.T) {
 	if got.TotalCalls != 0 || got.ReservedCalls != 0 {
 		t.Fatalf("after the failed group: total %d, reserved %d; want 0 and 0 (the good write undone too)", got.TotalCalls, got.ReservedCalls)
 	}
-	id, err := s.Reserve(ctx, quota.Call{KeyHash: k.Hash, Cost: 1, Owner: "t", Start: time.Now(), Deadline: time.Now().Add(time.Minute)})
-	if err != nil {
-		t.Fatalf("reserve after the failed group: %v", err)
+	a, err := s.Reserve(ctx, good.reserve)
+	if err != nil || !a.Admitted() {
+		t.Fatalf("reserve after the failed group: %+v, %v", a, err)
 	}
-	if err := s.Settle(ctx, id, quota.Outcome{Status: 200, At: time.Now(), Day: "2026-11-25"}); err != nil {
+	if err := s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: 200, At: now, Day: "2026-11-25"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.KeyByHash(ctx, k.Hash); got.SuccessfulCalls != 1 || got.RemainingCalls != 9 {
@@ -88,12 +88,12 @@ func TestSQLiteNewWriterConnection(t *testing.T) {
 	s.w.SetMaxIdleConns(0) // every group now gets a fresh connection
 	var conns []any
 	for range 3 {
-		id, err := s.Reserve(ctx, quota.Call{KeyHash: k.Hash, Cost: 1, Owner: "t", Start: time.Now(), Deadline: time.Now().Add(time.Minute)})
-		if err != nil {
-			t.Fatalf("reserve: %v", err)
+		a, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: k.Hash, Cost: 1, Owner: "t", Start: time.Now(), Deadline: time.Now().Add(time.Minute)})
+		if err != nil || !a.Admitted() {
+			t.Fatalf("reserve: %+v, %v", a, err)
 		}
 		conns = append(conns, s.tx.conn)
-		if err := s.Settle(ctx, id, quota.Outcome{Status: 200, At: time.Now(), Day: "2026-11-25"}); err != nil {
+		if err := s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: 200, At: time.Now(), Day: "2026-11-25"}); err != nil {
 			t.Fatalf("settle: %v", err)
 		}
 	}

@@ -56,8 +56,22 @@ type Options struct {
 	MaxConns int32
 }
 
+// Store is what both implementations are: every role quota needs, and
+// Close.
+type Store interface {
+	quota.Ledger
+	quota.Keys
+	quota.Usage
+	Close() error
+}
+
+var (
+	_ Store = (*SQLite)(nil)
+	_ Store = (*Postgres)(nil)
+)
+
 // Open opens the store a DATABASE_URL selects. It does not migrate.
-func Open(ctx context.Context, databaseURL string, o Options) (quota.Store, error) {
+func Open(ctx context.Context, databaseURL string, o Options) (Store, error) {
 	kind, dsn, err := Parse(databaseURL)
 	if err != nil {
 		return nil, err
@@ -66,16 +80,6 @@ func Open(ctx context.Context, databaseURL string, o Options) (quota.Store, erro
 		return OpenPostgres(ctx, dsn, o)
 	}
 	return OpenSQLite(ctx, dsn)
-}
-
-// notAdmitted tells why a store's Reserve admitted nothing: the key is
-// unknown (quota.ErrKeyNotFound) or has too few calls left
-// (quota.ErrExhausted).
-func notAdmitted(ctx context.Context, s quota.Store, keyHash string) error {
-	if _, err := s.KeyByHash(ctx, keyHash); err != nil {
-		return err
-	}
-	return quota.ErrExhausted
 }
 
 // Migrate applies every embedded migration not yet applied. On PostgreSQL

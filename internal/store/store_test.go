@@ -3,6 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +18,7 @@ import (
 
 var t0 = time.Date(2026, 3, 1, 23, 59, 0, 0, time.UTC)
 
-func newKey(t *testing.T, s quota.Store, hash string, remaining int64) quota.Key {
+func newKey(t *testing.T, s store.Store, hash string, remaining int64) quota.Key {
 	t.Helper()
 	k, err := s.CreateKey(context.Background(), quota.NewKey{Hash: hash, Prefix: "fx_abc", Name: "n-" + hash, Remaining: remaining, Now: t0})
 	if err != nil {
@@ -24,11 +27,26 @@ func newKey(t *testing.T, s quota.Store, hash string, remaining int64) quota.Key
 	return k
 }
 
-func call(hash string, owner string, start time.Time) quota.Call {
-	return quota.Call{KeyHash: hash, Cost: 1, Owner: owner, RequestID: "req", Start: start, Deadline: start.Add(time.Minute)}
+func call(hash string, owner string, start time.Time) quota.ReserveRequest {
+	return quota.ReserveRequest{KeyHash: hash, Cost: 1, Owner: owner, RequestID: "req", Start: start, Deadline: start.Add(time.Minute)}
 }
 
-func getKey(t *testing.T, s quota.Store, hash string) quota.Key {
+// reserve reserves a call that must be admitted.
+func reserve(t *testing.T, s store.Store, r quota.ReserveRequest) quota.Admission {
+	t.Helper()
+	a, err := s.Reserve(context.Background(), r)
+	if err != nil || !a.Admitted() {
+		t.Fatalf("Reserve(%s): got %+v, %v; want admitted", r.KeyHash, a, err)
+	}
+	return a
+}
+
+// ended is how a's call ended, for Settle or Release.
+func ended(a quota.Admission, status int) quota.Outcome {
+	return quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: status, At: t0, Day: "2026-03-01"}
+}
+
+func getKey(t *testing.T, s store.Store, hash string) quota.Key {
 	t.Helper()
 	k, err := s.KeyByHash(context.Background(), hash)
 	if err != nil {
@@ -39,7 +57,7 @@ func getKey(t *testing.T, s quota.Store, hash string) quota.Key {
 
 type counts struct{ total, successful, remaining, reserved int64 }
 
-func checkKey(t *testing.T, s quota.Store, hash string, want counts) {
+func checkKey(t *testing.T, s store.Store, hash string, want counts) {
 	t.Helper()
 	k := getKey(t, s, hash)
 	got := counts{k.TotalCalls, k.SuccessfulCalls, k.RemainingCalls, k.ReservedCalls}
@@ -96,38 +114,35 @@ func TestReserveSettleRelease(t *testing.T) {
 		s := storetest.Open(t, url)
 		ctx := context.Background()
 		newKey(t, s, "k", 2)
-		if _, err := s.Reserve(ctx, call("unknown", "a", t0)); !errors.Is(err, quota.ErrKeyNotFound) {
-			t.Fatalf("Reserve(unknown): got %v, want ErrKeyNotFound", err)
+		if a, err := s.Reserve(ctx, call("unknown", "a", t0)); err != nil || a.Admitted() || a.Key != nil {
+			t.Fatalf("Reserve(unknown): got %+v, %v; want refused without a key", a, err)
 		}
-		c1, err := s.Reserve(ctx, call("k", "a", t0))
-		if err != nil {
-			t.Fatal(err)
+		c1 := reserve(t, s, call("k", "a", t0))
+		c2 := reserve(t, s, call("k", "a", t0))
+		if c1.KeyID != getKey(t, s, "k").ID || c1.Cost != 1 || c1.CallID == c2.CallID {
+			t.Errorf("admissions %+v and %+v: want the key's id, cost 1, distinct calls", c1, c2)
 		}
-		c2, err := s.Reserve(ctx, call("k", "a", t0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Reserve(ctx, call("k", "a", t0)); !errors.Is(err, quota.ErrExhausted) {
-			t.Fatalf("third Reserve of 2: got %v, want ErrExhausted", err)
+		a, err := s.Reserve(ctx, call("k", "a", t0))
+		if err != nil || a.Admitted() || a.Key == nil || a.Key.RemainingCalls != 2 || a.Key.ReservedCalls != 2 {
+			t.Fatalf("third Reserve of 2: got %+v, %v; want refused with the key's state (2 remaining, 2 reserved)", a, err)
 		}
 		checkKey(t, s, "k", counts{total: 2, successful: 0, remaining: 2, reserved: 2})
 
-		day := quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}
-		if err := s.Settle(ctx, c1, day); err != nil {
+		if err := s.Settle(ctx, ended(c1, 200)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Settle(ctx, c1, day); err != nil {
+		if err := s.Settle(ctx, ended(c1, 200)); err != nil {
 			t.Errorf("second Settle: got %v, want nil (idempotent)", err)
 		}
-		if err := s.Release(ctx, c1, quota.Outcome{Status: 500, At: t0}); err != nil {
+		if err := s.Release(ctx, ended(c1, 500)); err != nil {
 			t.Errorf("Release of settled call: got %v, want nil (no-op)", err)
 		}
 		checkKey(t, s, "k", counts{total: 2, successful: 1, remaining: 1, reserved: 1})
 
-		if err := s.Release(ctx, c2, quota.Outcome{Status: 503, At: t0}); err != nil {
+		if err := s.Release(ctx, ended(c2, 503)); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Settle(ctx, c2, day); !errors.Is(err, quota.ErrCallReleased) {
+		if err := s.Settle(ctx, ended(c2, 200)); !errors.Is(err, quota.ErrCallReleased) {
 			t.Errorf("Settle of released call: got %v, want ErrCallReleased", err)
 		}
 		checkKey(t, s, "k", counts{total: 2, successful: 1, remaining: 1, reserved: 0})
@@ -149,20 +164,16 @@ func TestSetRemainingKeepsHolds(t *testing.T) {
 		s := storetest.Open(t, url)
 		ctx := context.Background()
 		newKey(t, s, "k", 5)
-		var ids []int64
+		var calls []quota.Admission
 		for range 3 {
-			id, err := s.Reserve(ctx, call("k", "a", t0))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ids = append(ids, id)
+			calls = append(calls, reserve(t, s, call("k", "a", t0)))
 		}
 		k, err := s.SetRemaining(ctx, "k", 1, t0)
 		if err != nil || k.RemainingCalls != 3 {
 			t.Fatalf("SetRemaining(1) with 3 in flight: got remaining %d, %v; want 3", k.RemainingCalls, err)
 		}
-		for _, id := range ids {
-			if err := s.Settle(ctx, id, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); err != nil {
+		for _, c := range calls {
+			if err := s.Settle(ctx, ended(c, 200)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -176,32 +187,25 @@ func TestReleaseOrphans(t *testing.T) {
 		ctx := context.Background()
 		newKey(t, s, "k", 10)
 		newKey(t, s, "j", 10)
-		reserve := func(hash, owner string, start time.Time) int64 {
-			id, err := s.Reserve(ctx, call(hash, owner, start))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return id
-		}
-		old := reserve("k", "dead", t0)                      // deadline t0+1m
-		reserve("j", "dead", t0)                             // deadline t0+1m
-		live := reserve("k", "live", t0.Add(50*time.Second)) // deadline t0+1m50s
-		mine := reserve("j", "me", t0.Add(55*time.Second))   // deadline t0+1m55s
+		old := reserve(t, s, call("k", "dead", t0))                      // deadline t0+1m
+		reserve(t, s, call("j", "dead", t0))                             // deadline t0+1m
+		live := reserve(t, s, call("k", "live", t0.Add(50*time.Second))) // deadline t0+1m50s
+		mine := reserve(t, s, call("j", "me", t0.Add(55*time.Second)))   // deadline t0+1m55s
 		n, err := s.ReleaseExpired(ctx, t0.Add(61*time.Second))
 		if err != nil || n != 2 {
 			t.Fatalf("ReleaseExpired: got %d, %v; want 2", n, err)
 		}
-		if err := s.Settle(ctx, old, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); !errors.Is(err, quota.ErrCallReleased) {
+		if err := s.Settle(ctx, ended(old, 200)); !errors.Is(err, quota.ErrCallReleased) {
 			t.Errorf("Settle of expired call: got %v, want ErrCallReleased", err)
 		}
 		n, err = s.ReleaseOwner(ctx, "me", t0.Add(56*time.Second))
 		if err != nil || n != 1 {
 			t.Fatalf("ReleaseOwner: got %d, %v; want 1", n, err)
 		}
-		if err := s.Settle(ctx, mine, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); !errors.Is(err, quota.ErrCallReleased) {
+		if err := s.Settle(ctx, ended(mine, 200)); !errors.Is(err, quota.ErrCallReleased) {
 			t.Errorf("Settle of owner-released call: got %v, want ErrCallReleased", err)
 		}
-		if err := s.Settle(ctx, live, quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}); err != nil {
+		if err := s.Settle(ctx, ended(live, 200)); err != nil {
 			t.Errorf("Settle of live call: %v", err)
 		}
 		checkKey(t, s, "k", counts{total: 2, successful: 1, remaining: 9, reserved: 0})
@@ -217,23 +221,22 @@ func TestConcurrentReserve(t *testing.T) {
 		ctx := context.Background()
 		const n, r = 200, 50
 		newKey(t, s, "k", r)
-		var admitted, exhausted atomic.Int64
+		var admitted, refused atomic.Int64
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
-				id, err := s.Reserve(ctx, call("k", "a", t0))
+				a, err := s.Reserve(ctx, call("k", "a", t0))
 				switch {
-				case errors.Is(err, quota.ErrExhausted):
-					exhausted.Add(1)
 				case err != nil:
 					t.Error(err)
+				case !a.Admitted():
+					refused.Add(1)
 				default:
 					admitted.Add(1)
-					out := quota.Outcome{Status: 200, At: t0, Day: "2026-03-01"}
 					if i%2 == 0 {
-						err = s.Settle(ctx, id, out)
+						err = s.Settle(ctx, ended(a, 200))
 					} else {
-						err = s.Release(ctx, id, out)
+						err = s.Release(ctx, ended(a, 500))
 					}
 					if err != nil {
 						t.Error(err)
@@ -243,8 +246,8 @@ func TestConcurrentReserve(t *testing.T) {
 		}
 		wg.Wait()
 		k := getKey(t, s, "k")
-		if admitted.Load()+exhausted.Load() != n || k.TotalCalls != admitted.Load() {
-			t.Errorf("admitted %d + exhausted %d, want %d; totalCalls %d", admitted.Load(), exhausted.Load(), n, k.TotalCalls)
+		if admitted.Load()+refused.Load() != n || k.TotalCalls != admitted.Load() {
+			t.Errorf("admitted %d + refused %d, want %d; totalCalls %d", admitted.Load(), refused.Load(), n, k.TotalCalls)
 		}
 		if k.RemainingCalls+k.SuccessfulCalls != r || k.ReservedCalls != 0 || k.RemainingCalls < 0 {
 			t.Errorf("books: remaining %d + successful %d != %d (reserved %d)", k.RemainingCalls, k.SuccessfulCalls, r, k.ReservedCalls)
@@ -295,5 +298,25 @@ func TestParse(t *testing.T) {
 	}
 	if _, _, err := store.Parse("mysql://x"); err == nil {
 		t.Error("Parse(mysql://x): got nil error")
+	}
+}
+
+// TestMigrationsMatch: both stores have the same migrations, by name, so
+// that a schema change is never made for one store only.
+func TestMigrationsMatch(t *testing.T) {
+	names := func(kind store.Kind) []string {
+		entries, err := os.ReadDir(filepath.Join("migrations", string(kind)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	sqlite, postgres := names(store.SQLiteKind), names(store.PostgresKind)
+	if !slices.Equal(sqlite, postgres) || len(sqlite) == 0 {
+		t.Errorf("migrations differ: sqlite %v, postgres %v", sqlite, postgres)
 	}
 }

@@ -99,10 +99,8 @@ func TestBrowserTestPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := quota.NewService(quota.Options{
-		Store: storetest.Open(t, storetest.URL(t, store.SQLiteKind)),
-		Owner: "browser-test",
-	})
+	st := storetest.Open(t, storetest.URL(t, store.SQLiteKind))
+	svc := quota.NewService(quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "browser-test"})
 	felix := httptest.NewServer(server.New(server.Options{
 		Quota:         svc,
 		Target:        targetURL,

@@ -16,12 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver for Dump
 
-	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/store"
 )
 
@@ -49,7 +49,7 @@ func URL(t testing.TB, kind store.Kind) string {
 }
 
 // Open migrates databaseURL and opens it; the store closes when t ends.
-func Open(t testing.TB, databaseURL string) quota.Store {
+func Open(t testing.TB, databaseURL string) store.Store {
 	t.Helper()
 	ctx := context.Background()
 	if err := store.Migrate(ctx, databaseURL); err != nil {
@@ -110,18 +110,7 @@ var Tables = []string{"api_key_stats", "calls", "daily_generations"}
 // directly with SQL, for tests that look for what must not be stored.
 func Dump(t testing.TB, databaseURL string) string {
 	t.Helper()
-	kind, dsn, err := store.Parse(databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	driver := "sqlite"
-	if kind == store.PostgresKind {
-		driver = "pgx"
-	}
-	db, err := sql.Open(driver, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openSQL(t, databaseURL)
 	defer db.Close()
 	var out strings.Builder
 	for _, table := range Tables {
@@ -153,4 +142,56 @@ func Dump(t testing.TB, databaseURL string) string {
 		}
 	}
 	return out.String()
+}
+
+// LockWrites takes databaseURL's write lock from a connection of its own,
+// as a backup or a maintenance script would: SQLite's (BEGIN EXCLUSIVE)
+// or, on PostgreSQL, an EXCLUSIVE lock on Felix's tables (reads go on,
+// writes wait). The returned function gives the lock back; it also runs
+// when the test ends.
+func LockWrites(t testing.TB, databaseURL string) (unlock func()) {
+	t.Helper()
+	db := openSQL(t, databaseURL)
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := "BEGIN EXCLUSIVE"
+	if kind, _, _ := store.Parse(databaseURL); kind == store.PostgresKind {
+		lock = "BEGIN; LOCK TABLE " + strings.Join(Tables, ", ") + " IN EXCLUSIVE MODE"
+	}
+	if _, err := conn.ExecContext(ctx, lock); err != nil {
+		t.Fatalf("take the write lock: %v", err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+				t.Errorf("give the write lock back: %v", err)
+			}
+			conn.Close()
+			db.Close()
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// openSQL opens databaseURL with database/sql, outside any store.
+func openSQL(t testing.TB, databaseURL string) *sql.DB {
+	t.Helper()
+	kind, dsn, err := store.Parse(databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	driver := "sqlite"
+	if kind == store.PostgresKind {
+		driver = "pgx"
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
