@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/felix-gateway/felix/internal/config"
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/syncbuf"
 )
@@ -166,18 +165,5 @@ func TestDemo(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("demo did not stop")
-	}
-}
-
-// TestREADMEListsEveryVariable keeps the configuration table honest.
-func TestREADMEListsEveryVariable(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range config.Vars {
-		if !bytes.Contains(readme, []byte("`"+v.Name+"`")) {
-			t.Errorf("README does not document %s", v.Name)
-		}
 	}
 }
