@@ -16,6 +16,7 @@ import (
 
 	"github.com/felix-gateway/felix/internal/config"
 	"github.com/felix-gateway/felix/internal/demo"
+	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/store"
 )
 
@@ -66,7 +67,7 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 	defer st.Close()
 	log := newLogger(cfg, e.stderr)
 	svc := newService(cfg, st, log)
-	_, key, err := svc.CreateKey(ctx, "", "demo", demoCalls)
+	_, key, err := svc.CreateKey(ctx, quota.KeySpec{Name: "demo", Remaining: demoCalls})
 	if err != nil {
 		return err
 	}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,17 +32,163 @@ func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	return newService(cfg, st, newLogger(cfg, e.stderr)), func() { st.Close() }, nil
 }
 
-const keysUsage = `create [--key K] [--calls N] [--name NAME] | get KEY | set KEY N | list [--search S] [--limit N] [--offset N]`
+// subcommand is one "felix keys" subcommand: its arguments, what it does,
+// and how to run it with its own flags.
+type subcommand struct {
+	name, args, summary string
+	nargs               int // positional arguments it takes
+	flags               func(fs *flag.FlagSet) func(ctx context.Context, c keysCtx) error
+}
+
+// keysCtx is what a subcommand runs with.
+type keysCtx struct {
+	svc  *quota.Service
+	out  io.Writer
+	json bool
+	args []string
+}
+
+// A key is addressed by its id, its display prefix (when only one key has
+// it) or its full plaintext.
+const keyArg = "ID|PREFIX|KEY"
+
+var keySubcommands = []subcommand{
+	{"list", "[--search S] [--status S] [--limit N]", "list keys, newest first", 0, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		search := fs.String("search", "", "only keys whose name, note or display prefix matches")
+		status := fs.String("status", "", "only keys with this status: active, disabled, expired or exhausted")
+		limit := fs.Int("limit", 50, "how many keys to list (1 to 500)")
+		return func(ctx context.Context, c keysCtx) error {
+			keys, _, err := c.svc.ListKeys(ctx, quota.KeyFilter{Query: *search, Status: *status, Limit: min(max(*limit, 1), 500)})
+			if err != nil {
+				return err
+			}
+			return c.printKeys("", keys...)
+		}
+	}},
+	{"show", keyArg, "print a key", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return func(ctx context.Context, c keysCtx) error {
+			k, err := c.resolve(ctx, c.args[0])
+			if err != nil {
+				return err
+			}
+			return c.printKeys("", k)
+		}
+	}},
+	{"create", "[--key K] [--calls N] [--name NAME] [--note NOTE] [--expires TIME]", "create a key (generated unless --key is given); prints it once", 0, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		key := fs.String("key", "", "the key to create (default: generate fx_ + 32 random characters)")
+		calls := fs.Int64("calls", 0, "initial remaining calls")
+		name := fs.String("name", "", "a name for the key (owner, purpose)")
+		note := fs.String("note", "", "a note for operators")
+		expires := fs.String("expires", "", "when the key stops working, RFC 3339 (e.g. 2026-12-31T23:59:59Z)")
+		return func(ctx context.Context, c keysCtx) error {
+			spec := quota.KeySpec{Key: *key, Remaining: *calls, Name: *name, Note: *note}
+			if *expires != "" {
+				t, err := parseTime(*expires)
+				if err != nil {
+					return err
+				}
+				spec.ExpiresAt = &t
+			}
+			k, full, err := c.svc.CreateKey(ctx, spec)
+			if err != nil {
+				return err
+			}
+			if !c.json {
+				fmt.Fprintf(c.out, "API key (shown only now): %s\n\n", full)
+			}
+			return c.printKeys(full, k)
+		}
+	}},
+	{"topup", keyArg + " N", "add N calls to a key (a negative N removes them)", 2, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return func(ctx context.Context, c keysCtx) error {
+			n, err := parseCalls(c.args[1])
+			if err != nil {
+				return err
+			}
+			return c.change(ctx, func(id int64) (quota.Key, error) { return c.svc.TopUp(ctx, id, n) })
+		}
+	}},
+	{"set", keyArg + " N", "set a key's remaining calls", 2, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return func(ctx context.Context, c keysCtx) error {
+			n, err := parseCalls(c.args[1])
+			if err != nil {
+				return err
+			}
+			return c.change(ctx, func(id int64) (quota.Key, error) { return c.svc.ChangeKey(ctx, id, quota.KeyChange{Remaining: &n}) })
+		}
+	}},
+	{"disable", keyArg, "switch a key off: its calls are refused (403 key_disabled)", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return setDisabled(true)
+	}},
+	{"enable", keyArg, "switch a disabled key on again", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return setDisabled(false)
+	}},
+	{"expire", keyArg + " TIME|never", "set when a key stops working (RFC 3339), or never", 2, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return func(ctx context.Context, c keysCtx) error {
+			change := quota.KeyChange{ClearExpiry: c.args[1] == "never"}
+			if !change.ClearExpiry {
+				t, err := parseTime(c.args[1])
+				if err != nil {
+					return err
+				}
+				change.ExpiresAt = &t
+			}
+			return c.change(ctx, func(id int64) (quota.Key, error) { return c.svc.ChangeKey(ctx, id, change) })
+		}
+	}},
+	{"delete", keyArg, "delete a key: it stops working at once; its usage and events stay for the books", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return func(ctx context.Context, c keysCtx) error {
+			k, err := c.resolve(ctx, c.args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.svc.DeleteKey(ctx, k.ID); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "deleted key %d (%s…)\n", k.ID, k.Prefix)
+			return nil
+		}
+	}},
+	{"events", keyArg, "print a key's events: every change to it by an operator", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+		return func(ctx context.Context, c keysCtx) error {
+			k, err := c.resolve(ctx, c.args[0])
+			if err != nil {
+				return err
+			}
+			events, err := c.svc.KeyEvents(ctx, k.ID)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return writeIndented(c.out, events)
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "AT\tACTION\tCALLS\tBEFORE\tAFTER\tDETAIL")
+			for _, e := range events {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Action, optInt(e.Calls), optInt(e.Before), optInt(e.After), e.Detail)
+			}
+			return tw.Flush()
+		}
+	}},
+}
+
+func setDisabled(disabled bool) func(context.Context, keysCtx) error {
+	return func(ctx context.Context, c keysCtx) error {
+		return c.change(ctx, func(id int64) (quota.Key, error) {
+			return c.svc.ChangeKey(ctx, id, quota.KeyChange{Disabled: &disabled})
+		})
+	}
+}
 
 func keysCmd(ctx context.Context, e env, args []string) error {
-	summary := "Manage API keys directly in the database (no running server needed):\n" +
-		"  create   create a key (generated unless --key is given); prints it once\n" +
-		"  get      print a key's statistics\n" +
-		"  set      set a key's remaining calls\n" +
-		"  list     list keys, newest first\n" +
-		"Add --json before the subcommand for JSON output."
-	fs := newFlags(e, "keys", keysUsage, summary, []string{"DATABASE_URL", "AUTO_MIGRATE"})
-	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	var summary strings.Builder
+	summary.WriteString("Manage API keys directly in the database (no running server needed).\nA key is addressed by its id, its display prefix (when unique) or the full key.\n\nSubcommands:\n")
+	for _, sc := range keySubcommands {
+		fmt.Fprintf(&summary, "  %-8s %s\n", sc.name, sc.summary)
+	}
+	summary.WriteString("\nRun 'felix keys <subcommand> --help' for its flags; every subcommand takes --json.")
+	fs := newFlags(e, "keys", "<subcommand> [flags] [args]", summary.String(), []string{"DATABASE_URL", "AUTO_MIGRATE"})
+	asJSON := fs.Bool("json", false, "print JSON (also accepted after the subcommand)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,92 +196,163 @@ func keysCmd(ctx context.Context, e env, args []string) error {
 		fs.Usage()
 		return errUsage
 	}
-	sub, rest := fs.Arg(0), fs.Args()[1:]
-	sfs := newFlags(e, "keys "+sub, "", summary, nil)
-	var (
-		key    = sfs.String("key", "", "the key to create (default: generate fx_ + 32 random characters)")
-		calls  = sfs.Int64("calls", 0, "initial remaining calls")
-		name   = sfs.String("name", "", "a name for the key (owner, purpose)")
-		search = sfs.String("search", "", "only keys whose display prefix or name matches")
-		limit  = sfs.Int("limit", 50, "how many keys to list")
-		offset = sfs.Int("offset", 0, "how many keys to skip")
-	)
-	if err := sfs.Parse(rest); err != nil {
+	name := fs.Arg(0)
+	for _, sc := range keySubcommands {
+		if sc.name == name {
+			return sc.run(ctx, e, fs.Args()[1:], *asJSON)
+		}
+	}
+	fs.Usage()
+	return errors.Join(errUsage, fmt.Errorf("unknown subcommand %q of felix keys", name))
+}
+
+// run parses the subcommand's own flags (before or after its arguments)
+// and runs it.
+func (sc subcommand) run(ctx context.Context, e env, args []string, asJSONDefault bool) error {
+	fs := newFlags(e, "keys "+sc.name, sc.args+" [--json]", sc.summary+".", []string{"DATABASE_URL", "AUTO_MIGRATE"})
+	asJSON := fs.Bool("json", asJSONDefault, "print JSON instead of a table")
+	do := sc.flags(fs)
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(positional) != sc.nargs {
+		fs.Usage()
+		return errors.Join(errUsage, fmt.Errorf("felix keys %s takes %d argument(s): %s", sc.name, sc.nargs, sc.args))
 	}
 	svc, closeStore, err := openService(ctx, e)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	out := keyPrinter{w: e.stdout, json: *asJSON}
+	return do(ctx, keysCtx{svc: svc, out: e.stdout, json: *asJSON, args: positional})
+}
 
-	switch {
-	case sub == "create" && sfs.NArg() == 0:
-		k, full, err := svc.CreateKey(ctx, *key, *name, *calls)
-		if err != nil {
-			return err
+// parseInterspersed parses flags that come before, between or after the
+// positional arguments, which it returns.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
 		}
-		if !out.json {
-			fmt.Fprintf(e.stdout, "API key (shown only now): %s\n\n", full)
+		if fs.NArg() == 0 {
+			return positional, nil
 		}
-		return out.print(full, k)
-	case sub == "get" && sfs.NArg() == 1:
-		k, err := svc.Key(ctx, sfs.Arg(0))
-		if err != nil {
-			return err
-		}
-		return out.print("", k)
-	case sub == "set" && sfs.NArg() == 2:
-		n, err := strconv.ParseInt(sfs.Arg(1), 10, 64)
-		if err != nil {
-			return fmt.Errorf("remaining calls %q is not an integer", sfs.Arg(1))
-		}
-		k, err := svc.SetRemaining(ctx, sfs.Arg(0), n)
-		if err != nil {
-			return err
-		}
-		return out.print("", k)
-	case sub == "list" && sfs.NArg() == 0:
-		keys, err := svc.ListKeys(ctx, quota.ListOptions{Search: *search, Limit: *limit, Offset: *offset})
-		if err != nil {
-			return err
-		}
-		return out.print("", keys...)
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	fs.Usage()
-	return errors.Join(errUsage, fmt.Errorf("usage: felix keys %s", keysUsage))
 }
 
-type keyPrinter struct {
-	w    io.Writer
-	json bool
+var digits = regexp.MustCompile(`^[0-9]+$`)
+
+// resolve finds the key an argument names: an id, a display prefix shared
+// by no other key, or a full key.
+func (c keysCtx) resolve(ctx context.Context, arg string) (quota.Key, error) {
+	if digits.MatchString(arg) {
+		id, err := strconv.ParseInt(arg, 10, 64)
+		if err == nil {
+			return c.svc.KeyByID(ctx, id)
+		}
+	}
+	keys, _, err := c.svc.ListKeys(ctx, quota.KeyFilter{Query: arg, Limit: 500})
+	if err != nil {
+		return quota.Key{}, err
+	}
+	var found []quota.Key
+	for _, k := range keys {
+		if k.Prefix == strings.TrimSuffix(arg, "…") {
+			found = append(found, k)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		if k, err := c.svc.Key(ctx, arg); err == nil {
+			return k, nil
+		}
+		return quota.Key{}, fmt.Errorf("no key has the id, display prefix or value %q: see felix keys list", arg)
+	}
+	ids := make([]string, len(found))
+	for i, k := range found {
+		ids[i] = strconv.FormatInt(k.ID, 10)
+	}
+	return quota.Key{}, fmt.Errorf("%d keys have the display prefix %q (ids %s): name one by its id", len(found), arg, strings.Join(ids, ", "))
 }
 
-// print writes keys as a table or JSON; full replaces the masked key of a
-// single key just created.
-func (p keyPrinter) print(full string, keys ...quota.Key) error {
+// change applies a change to the key in c.args[0] and prints it.
+func (c keysCtx) change(ctx context.Context, apply func(id int64) (quota.Key, error)) error {
+	k, err := c.resolve(ctx, c.args[0])
+	if err != nil {
+		return err
+	}
+	if k, err = apply(k.ID); err != nil {
+		return err
+	}
+	return c.printKeys("", k)
+}
+
+// printKeys writes keys as a table or JSON; full replaces the masked key of
+// a single key just created.
+func (c keysCtx) printKeys(full string, keys ...quota.Key) error {
+	now := c.svc.Now()
 	out := make([]quota.Stats, len(keys))
 	for i, k := range keys {
-		out[i] = k.Stats()
+		out[i] = k.Stats(now)
 		if full != "" {
 			out[i].APIKey = full
 		}
 	}
-	if p.json {
-		enc := json.NewEncoder(p.w)
-		enc.SetIndent("", "  ")
+	if c.json {
 		if len(out) == 1 && full != "" {
-			return enc.Encode(out[0])
+			return writeIndented(c.out, out[0])
 		}
-		return enc.Encode(out)
+		return writeIndented(c.out, out)
 	}
-	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKEY\tNAME\tTOTAL\tSUCCESSFUL\tREMAINING\tIN FLIGHT\tCREATED")
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKEY\tNAME\tSTATUS\tTOTAL\tSUCCESSFUL\tREMAINING\tIN FLIGHT\tEXPIRES\tCREATED")
 	for _, k := range out {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", k.ID, k.APIKey, k.Name, k.TotalCalls, k.SuccessfulCalls, k.RemainingCalls, k.ReservedCalls, k.CreatedAt.Format(time.RFC3339))
+		expires := "never"
+		if k.ExpiresAt != nil {
+			expires = k.ExpiresAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", k.ID, k.APIKey, k.Name, k.Status, k.TotalCalls, k.SuccessfulCalls,
+			k.RemainingCalls, k.ReservedCalls, expires, k.CreatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+func writeIndented(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func optInt(p *int64) string {
+	if p == nil {
+		return ""
+	}
+	return strconv.FormatInt(*p, 10)
+}
+
+func parseCalls(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("calls %q is not an integer", s)
+	}
+	return n, nil
+}
+
+// parseTime reads an RFC 3339 time or a date (midnight UTC).
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time (2026-12-31T23:59:59Z) or a date (2026-12-31)", s)
 }
 
 func statsCmd(ctx context.Context, e env, args []string) error {

@@ -55,8 +55,10 @@ var commands = []command{
 	{"serve", "[--addr host:port] [--no-migrate]", "run the gateway (the long-running command)", serveCmd},
 	{"demo", "[--addr host:port]", "run Felix with zero configuration: SQLite in a temp dir, a built-in image generator, a printed admin token and demo key", demoCmd},
 	{"migrate", "", "apply the database migrations embedded in the binary, then exit", migrateCmd},
-	{"keys", "create|get|set|list …", "manage API keys directly in the database", keysCmd},
+	{"keys", "list|show|create|topup|set|disable|enable|expire|delete|events …", "manage API keys directly in the database", keysCmd},
+	{"usage", "[--key K] [--since T] [--csv]", "print the usage log: one row per admitted call", usageCmd},
 	{"stats", "[--days N]", "print site statistics (total and per-day generations)", statsCmd},
+	{"books", "", "check the books from the store alone; exits 1 on any discrepancy", booksCmd},
 	{"version", "", "print the version", versionCmd},
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,35 +63,83 @@ func TestServeNeedsTarget(t *testing.T) {
 	}
 }
 
-// TestKeysAndStats drives the one-shot commands on one SQLite file.
+// TestKeysAndStats drives the one-shot commands on one SQLite file: a key
+// addressed by id, display prefix and full key, each subcommand with its
+// own flags, the usage log and the books.
 func TestKeysAndStats(t *testing.T) {
 	environ := map[string]string{"DATABASE_URL": "sqlite:" + filepath.Join(t.TempDir(), "f.db")}
-	out, _, err := runFelix(t, environ, "keys", "--json", "create", "--calls", "7", "--name", "acme")
-	if err != nil {
-		t.Fatal(err)
+	felix := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := runFelix(t, environ, args...)
+		if err != nil {
+			t.Fatalf("felix %s: %v\n%s", strings.Join(args, " "), err, errOut)
+		}
+		return out
 	}
 	var created struct {
+		ID             int64
 		APIKey         string
 		RemainingCalls int64
 		Name           string
 	}
+	out := felix("keys", "--json", "create", "--calls", "7", "--name", "acme")
 	if err := json.Unmarshal([]byte(out), &created); err != nil || !strings.HasPrefix(created.APIKey, "fx_") || created.RemainingCalls != 7 || created.Name != "acme" {
 		t.Fatalf("keys create: got %q (%v)", out, err)
 	}
-	if out, _, err = runFelix(t, environ, "keys", "set", created.APIKey, "3"); err != nil || !regexp.MustCompile(`acme\s+0\s+0\s+3\s`).MatchString(out) {
-		t.Errorf("keys set: got %q, %v", out, err)
+	id := strconv.FormatInt(created.ID, 10)
+	prefix := quota.DisplayPrefix(created.APIKey)
+	if out = felix("keys", "set", created.APIKey, "3"); !regexp.MustCompile(`acme\s+active\s+0\s+0\s+3\s`).MatchString(out) {
+		t.Errorf("keys set by full key: got %q", out)
 	}
-	if out, _, err = runFelix(t, environ, "keys", "get", created.APIKey); err != nil || strings.Contains(out, created.APIKey) || !strings.Contains(out, quota.Mask(created.APIKey)) {
-		t.Errorf("keys get must show the masked key only: got %q, %v", out, err)
+	if out = felix("keys", "topup", prefix, "2"); !regexp.MustCompile(`acme\s+active\s+0\s+0\s+5\s`).MatchString(out) {
+		t.Errorf("keys topup by display prefix: got %q", out)
 	}
-	if out, _, err = runFelix(t, environ, "keys", "list"); err != nil || strings.Count(out, "\n") != 2 {
-		t.Errorf("keys list: got %q, %v; want a header and one key", out, err)
+	if out = felix("keys", "show", id); strings.Contains(out, created.APIKey) || !strings.Contains(out, quota.Mask(created.APIKey)) {
+		t.Errorf("keys show must show the masked key only: got %q", out)
 	}
-	if _, _, err = runFelix(t, environ, "keys", "get", "nope"); err == nil {
-		t.Error("keys get of an unknown key succeeded")
+	if out = felix("keys", "disable", id); !strings.Contains(out, "disabled") {
+		t.Errorf("keys disable: got %q", out)
 	}
-	if out, _, err = runFelix(t, environ, "stats"); err != nil || !strings.Contains(out, "Total generations: 0") {
-		t.Errorf("stats: got %q, %v", out, err)
+	felix("keys", "enable", id)
+	if out = felix("keys", "expire", id, "2099-01-01"); !strings.Contains(out, "2099-01-01T00:00:00Z") {
+		t.Errorf("keys expire: got %q", out)
+	}
+	var listed []quota.Stats
+	if err := json.Unmarshal([]byte(felix("keys", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].RemainingCalls != 5 {
+		t.Errorf("keys list --json (the flag after the subcommand): got %+v, %v", listed, err)
+	}
+	var events []quota.Event
+	if err := json.Unmarshal([]byte(felix("keys", "events", id, "--json")), &events); err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range events {
+		actions = append(actions, e.Action)
+	}
+	if got, want := strings.Join(actions, " "), "created set topup disabled enabled updated"; got != want {
+		t.Errorf("keys events: got %q, want %q", got, want)
+	}
+	if out = felix("books"); !strings.Contains(out, "the books balance") {
+		t.Errorf("books: got %q", out)
+	}
+	if out = felix("usage", "--key", id, "--csv"); strings.TrimSpace(out) != strings.Join(quota.CallColumns, ",") {
+		t.Errorf("usage --csv of a key without calls: got %q, want the header alone", out)
+	}
+	if out = felix("stats"); !strings.Contains(out, "Total generations: 0") {
+		t.Errorf("stats: got %q", out)
+	}
+	felix("keys", "delete", id)
+	for _, bad := range [][]string{
+		{"keys", "show", id},                 // deleted
+		{"keys", "show", "nope"},             // unknown
+		{"keys", "show", "--calls", "5", id}, // a flag of another subcommand
+		{"keys", "get", created.APIKey},      // no such subcommand
+		{"keys", "set", id},                  // missing argument
+		{"usage", "--outcome", "maybe"},      // bad filter
+	} {
+		if _, _, err := runFelix(t, environ, bad...); err == nil {
+			t.Errorf("felix %s succeeded", strings.Join(bad, " "))
+		}
 	}
 }
 

@@ -92,6 +92,10 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // their handlers to release their calls.
 const releaseWait = 5 * time.Second
 
+// pruneInterval is how often the usage log drops calls older than
+// USAGE_RETENTION_DAYS (also once at start).
+const pruneInterval = time.Hour
+
 // recoveryInterval is how often each instance looks for expired calls:
 // an indexed query that usually finds nothing.
 const recoveryInterval = time.Second
@@ -147,6 +151,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	recovery, stopRecovery := context.WithCancel(context.Background())
 	defer stopRecovery()
 	go svc.RunRecovery(recovery, recoveryInterval)
+	go svc.RunPrune(recovery, cfg.UsageRetention, pruneInterval)
 
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()

@@ -42,6 +42,7 @@ type Config struct {
 	LogLevel         slog.Level     // minimum level logged
 	LogFormat        string         // "text" or "json"
 	AutoMigrate      bool           // serve applies migrations at start
+	UsageRetention   time.Duration  // how long the usage log keeps a call; 0 keeps them forever
 }
 
 // Var describes one environment variable Felix reads.
@@ -74,6 +75,7 @@ var Vars = []Var{
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 	{"AUTO_MIGRATE", "true", "serve applies database migrations at start (true or false)"},
+	{"USAGE_RETENTION_DAYS", "90", "days the usage log keeps each call (0 keeps them forever); counters and daily totals are kept regardless"},
 }
 
 // envFiles are read from Load's dir, the first one winning.
@@ -127,6 +129,7 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 		LogLevel:         e.logLevel("LOG_LEVEL"),
 		LogFormat:        e.oneOf("LOG_FORMAT", "text", "json"),
 		AutoMigrate:      e.bool("AUTO_MIGRATE"),
+		UsageRetention:   e.days("USAGE_RETENTION_DAYS"),
 	}
 	if len(e.errs) > 0 {
 		return Config{}, errors.Join(e.errs...)
@@ -332,6 +335,16 @@ func (e *env) positiveInt(name string) int {
 		e.fail("%s=%q is not a positive whole number: use e.g. %s=%s", name, s, name, defaultOf(name))
 	}
 	return n
+}
+
+// days reads a whole number of days, 0 or more.
+func (e *env) days(name string) time.Duration {
+	s := e.get(name)
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 100*366 {
+		e.fail("%s=%q is not a whole number of days (0 for forever): use e.g. %s=%s", name, s, name, defaultOf(name))
+	}
+	return time.Duration(n) * 24 * time.Hour
 }
 
 func (e *env) addr() string {

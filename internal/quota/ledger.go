@@ -14,21 +14,31 @@ type Reservation struct {
 	Cost     int64
 	deadline time.Time // after it any instance may release the call
 	s        *Service
+	// Target is the base URL of the target that served the call, for
+	// the usage log; set it before Settle or Release.
+	Target string
 }
 
-// Reserve admits one call of cost for key, durably, or returns a
-// *RefusedError (matching ErrKeyNotFound or ErrExhausted), ErrUnavailable,
-// or ctx's error when the caller left. A call admitted after its caller
+// CallRequest is a client's call as Reserve needs it.
+type CallRequest struct {
+	Key       string // the client's API key, in plaintext
+	BatchSize int64  // images asked for, 1 or more
+	RequestID string
+}
+
+// Reserve admits one call, durably, or returns a *RefusedError,
+// ErrUnavailable, or ctx's error when the caller left. A call admitted after its caller
 // left is released at once, never left to recovery.
-func (s *Service) Reserve(ctx context.Context, key string, cost int64, requestID string) (*Reservation, error) {
-	if err := ValidateKey(key); err != nil {
+func (s *Service) Reserve(ctx context.Context, c CallRequest) (*Reservation, error) {
+	if err := ValidateKey(c.Key); err != nil {
 		return nil, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, s.storeTimeout)
 	defer cancel()
 	now := s.nowUTC()
+	const cost = 1
 	req := ReserveRequest{
-		KeyHash: HashKey(key), Cost: cost, Owner: s.owner, RequestID: requestID,
+		KeyHash: HashKey(c.Key), Cost: cost, BatchSize: max(c.BatchSize, 1), Owner: s.owner, RequestID: c.RequestID,
 		Start: now, Deadline: now.Add(s.hold),
 	}
 	for attempt := 0; ; attempt++ {
@@ -45,7 +55,7 @@ func (s *Service) Reserve(ctx context.Context, key string, cost int64, requestID
 			}
 			return r, nil
 		}
-		reason := refusal(a.Key, cost)
+		reason := refusal(a.Key, cost, now)
 		if reason == 0 && attempt == 0 {
 			continue // the key changed between the write and the read
 		}
@@ -112,7 +122,7 @@ func (s *Service) withTimeout(ctx context.Context, f func(ctx context.Context) e
 
 func (r *Reservation) outcome(status int) Outcome {
 	now := r.s.nowUTC()
-	return Outcome{CallID: r.ID, KeyID: r.KeyID, Status: status, At: now, Day: r.s.Day(now)}
+	return Outcome{CallID: r.ID, KeyID: r.KeyID, Status: status, At: now, Day: r.s.Day(now), Target: r.Target}
 }
 
 // ReleaseOwned releases every open call reserved under this Service's

@@ -40,7 +40,7 @@ func keyState(t *testing.T, svc *quota.Service, key string) quota.Key {
 func TestCallersLeave(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
 		svc, _ := newService(t, db, nil)
-		_, key, err := svc.CreateKey(context.Background(), "", "", 1000)
+		_, key, err := svc.CreateKey(context.Background(), quota.KeySpec{Remaining: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func TestCallersLeave(t *testing.T) {
 		var wg sync.WaitGroup
 		for range callers {
 			wg.Go(func() {
-				r, err := svc.Reserve(ctx, key, 1, "leaving")
+				r, err := svc.Reserve(ctx, quota.CallRequest{Key: key, RequestID: "leaving"})
 				switch {
 				case err == nil:
 					mu.Lock()
@@ -96,13 +96,13 @@ func TestLockedAcrossStoreTimeout(t *testing.T) {
 			o.Hold = hold
 		})
 		ctx := context.Background()
-		_, key, err := svc.CreateKey(ctx, "", "", 100)
+		_, key, err := svc.CreateKey(ctx, quota.KeySpec{Remaining: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var inFlight []*quota.Reservation
 		for range 4 {
-			r, err := svc.Reserve(ctx, key, 1, "before-lock")
+			r, err := svc.Reserve(ctx, quota.CallRequest{Key: key, RequestID: "before-lock"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestLockedAcrossStoreTimeout(t *testing.T) {
 		}
 		reserveErrs := make([]error, 10)
 		for i := range reserveErrs {
-			wg.Go(func() { _, reserveErrs[i] = svc.Reserve(ctx, key, 1, "during-lock") })
+			wg.Go(func() { _, reserveErrs[i] = svc.Reserve(ctx, quota.CallRequest{Key: key, RequestID: "during-lock"}) })
 		}
 		wg.Wait() // the settles give up when the hold runs out
 		unlock()

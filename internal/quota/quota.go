@@ -7,6 +7,7 @@ package quota
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -16,6 +17,9 @@ var (
 	ErrKeyNotFound  = errors.New("api key not found")
 	ErrKeyExists    = errors.New("api key already exists")
 	ErrCallReleased = errors.New("call was already released")
+	// ErrInsufficientCalls refuses a change that would leave a key fewer
+	// remaining calls than it has in flight.
+	ErrInsufficientCalls = errors.New("fewer remaining calls than calls in flight")
 
 	// ErrExhausted matches a RefusedError whose reason is Exhausted.
 	ErrExhausted = errors.New("quota exhausted")
@@ -32,34 +36,87 @@ type Key struct {
 	ID              int64
 	Prefix          string
 	Name            string
+	Note            string
 	TotalCalls      int64 // calls admitted and sent towards the target
 	SuccessfulCalls int64 // calls the target answered 2xx
 	RemainingCalls  int64 // calls left, in flight ones included
 	ReservedCalls   int64 // calls in flight, held apart from RemainingCalls
+	UsedUnits       int64 // units charged by successful calls
+	Disabled        bool
+	ExpiresAt       *time.Time
+	LastUsedAt      *time.Time // when its last call was admitted
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 }
 
-// Stats is a key's statistics as clients see them, under the seed's field
-// names (its api_key_stats table) plus Felix's own. APIKey is masked.
-type Stats struct {
-	ID              int64     `json:"id"`
-	APIKey          string    `json:"apiKey"`
-	Name            string    `json:"name"`
-	TotalCalls      int64     `json:"totalCalls"`
-	SuccessfulCalls int64     `json:"successfulCalls"`
-	RemainingCalls  int64     `json:"remainingCalls"`
-	ReservedCalls   int64     `json:"reservedCalls"`
-	CreatedAt       time.Time `json:"createdAt"`
-	UpdatedAt       time.Time `json:"updatedAt"`
+// The statuses of a key.
+const (
+	StatusActive   = "active"
+	StatusDisabled = "disabled"
+	StatusExpired  = "expired"
+	// StatusExhausted is not a key's status but a filter of ListKeys: the
+	// active keys that cannot admit a call (no calls left beyond those in
+	// flight).
+	StatusExhausted = "exhausted"
+)
+
+// Status is the key's status at now: disabled, expired or active.
+func (k Key) Status(now time.Time) string {
+	switch {
+	case k.Disabled:
+		return StatusDisabled
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		return StatusExpired
+	}
+	return StatusActive
 }
 
-// Stats returns the key's statistics with its masked display prefix.
-func (k Key) Stats() Stats {
+// Stats is a key as clients and operators see it: the seed's fields (its
+// api_key_stats table) first, then Felix's own. APIKey is masked.
+type Stats struct {
+	ID              int64      `json:"id"`
+	APIKey          string     `json:"apiKey"`
+	TotalCalls      int64      `json:"totalCalls"`
+	SuccessfulCalls int64      `json:"successfulCalls"`
+	RemainingCalls  int64      `json:"remainingCalls"`
+	CreatedAt       time.Time  `json:"createdAt"`
+	UpdatedAt       time.Time  `json:"updatedAt"`
+	Name            string     `json:"name"`
+	Note            string     `json:"note"`
+	Status          string     `json:"status"`
+	ExpiresAt       *time.Time `json:"expiresAt"`
+	ReservedCalls   int64      `json:"reservedCalls"`
+	UsedUnits       int64      `json:"usedUnits"`
+	LastUsedAt      *time.Time `json:"lastUsedAt"`
+	RateLimit       *RateLimit `json:"rateLimit"`
+	MaxConcurrent   *int64     `json:"maxConcurrent"`
+	CostPerImage    bool       `json:"costPerImage"`
+	Refill          *Refill    `json:"refill"`
+}
+
+// RateLimit allows Requests calls per Per ("second", "minute", "hour" or
+// "day") as a token bucket.
+type RateLimit struct {
+	Requests int64  `json:"requests"`
+	Per      string `json:"per"`
+}
+
+// Refill sets remaining calls to Calls at the start of Every ("day" or
+// "month").
+type Refill struct {
+	Calls int64  `json:"calls"`
+	Every string `json:"every"`
+}
+
+// Stats returns the key as clients see it at now, with its masked display
+// prefix.
+func (k Key) Stats(now time.Time) Stats {
 	return Stats{
-		ID: k.ID, APIKey: k.Prefix + "…", Name: k.Name,
-		TotalCalls: k.TotalCalls, SuccessfulCalls: k.SuccessfulCalls, RemainingCalls: k.RemainingCalls, ReservedCalls: k.ReservedCalls,
+		ID: k.ID, APIKey: k.Prefix + "…",
+		TotalCalls: k.TotalCalls, SuccessfulCalls: k.SuccessfulCalls, RemainingCalls: k.RemainingCalls,
 		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
+		Name: k.Name, Note: k.Note, Status: k.Status(now), ExpiresAt: k.ExpiresAt,
+		ReservedCalls: k.ReservedCalls, UsedUnits: k.UsedUnits, LastUsedAt: k.LastUsedAt,
 	}
 }
 
@@ -68,7 +125,9 @@ type NewKey struct {
 	Hash      string
 	Prefix    string
 	Name      string
+	Note      string
 	Remaining int64
+	ExpiresAt *time.Time
 	Now       time.Time
 }
 
@@ -77,6 +136,7 @@ type NewKey struct {
 type ReserveRequest struct {
 	KeyHash   string
 	Cost      int64
+	BatchSize int64
 	Owner     string
 	RequestID string
 	Start     time.Time
@@ -103,6 +163,7 @@ type Outcome struct {
 	Status int       // HTTP status from the target, 0 when none arrived
 	At     time.Time // when it ended
 	Day    string    // At's calendar day (YYYY-MM-DD) in the statistics time zone
+	Target string    // the target's base URL, "" when none was tried
 }
 
 // Day is one row of the daily history.
@@ -117,11 +178,143 @@ type SiteStats struct {
 	Days             []Day // oldest first
 }
 
-// ListOptions select and page keys.
-type ListOptions struct {
-	Search string // matches the display prefix or the name; empty for all
+// KeyRef addresses a key by its id or, when ID is 0, by its hash.
+type KeyRef struct {
+	ID   int64
+	Hash string
+}
+
+// KeyChange is what an operator changes on a key. A store applies it and
+// records its events in one transaction; nil fields stay as they are.
+type KeyChange struct {
+	Name        *string
+	Note        *string
+	Disabled    *bool
+	ExpiresAt   *time.Time
+	ClearExpiry bool   // expiresAt becomes null
+	Remaining   *int64 // set remaining calls, raised to the calls in flight
+	TopUp       int64  // add calls (remove, when negative); ErrInsufficientCalls below the calls in flight
+	Delete      bool   // the key stops working; its rows stay for the books
+	Now         time.Time
+}
+
+// The actions of key events.
+const (
+	ActionCreated  = "created"
+	ActionSet      = "set"
+	ActionTopUp    = "topup"
+	ActionUpdated  = "updated"
+	ActionDisabled = "disabled"
+	ActionEnabled  = "enabled"
+	ActionDeleted  = "deleted"
+	ActionRefilled = "refilled"
+)
+
+// Event is one change to a key by anyone but a call. Every change to
+// remaining calls has Before and After, so that the books can be proved
+// from the events alone.
+type Event struct {
+	At     time.Time `json:"at"`
+	Action string    `json:"action"`
+	Calls  *int64    `json:"calls,omitempty"`
+	Before *int64    `json:"before,omitempty"`
+	After  *int64    `json:"after,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// KeyFilter selects and pages keys, newest first.
+type KeyFilter struct {
+	Query  string    // matches the name, the note or the display prefix; empty for all
+	Status string    // StatusActive, StatusDisabled, StatusExpired, StatusExhausted or "" for all
+	Now    time.Time // for Status
 	Limit  int
-	Offset int
+	Before int64 // only keys with a smaller id (the cursor); 0 for the newest
+}
+
+// KeyDay is one day of a key's use.
+type KeyDay struct {
+	Date        string `json:"date"`
+	Generations int64  `json:"generations"` // successful calls
+	Units       int64  `json:"units"`       // units they were charged
+}
+
+// The outcomes of a call in the usage log.
+const (
+	OutcomeSuccess = "success"
+	OutcomeFailed  = "failed"
+	OutcomeOpen    = "open"
+)
+
+// Call is one admitted call: a row of the usage log.
+type Call struct {
+	ID         int64      `json:"id"`
+	KeyID      int64      `json:"keyId"`
+	KeyPrefix  string     `json:"keyPrefix"`
+	RequestID  string     `json:"requestId"`
+	StartedAt  time.Time  `json:"startedAt"`
+	FinishedAt *time.Time `json:"finishedAt"`
+	Outcome    string     `json:"outcome"`
+	Status     *int       `json:"status"`
+	LatencyMs  *int64     `json:"latencyMs"`
+	BatchSize  int64      `json:"batchSize"`
+	Cost       int64      `json:"cost"`
+	Target     string     `json:"target"`
+}
+
+// CallColumns name the fields of a Call as CSV columns: its JSON names.
+var CallColumns = []string{"id", "keyId", "keyPrefix", "requestId", "startedAt", "finishedAt", "outcome", "status", "latencyMs", "batchSize", "cost", "target"}
+
+// Record returns the call as a CSV record in the order of CallColumns;
+// absent values are empty.
+func (c Call) Record() []string {
+	optInt := func(p *int64) string {
+		if p == nil {
+			return ""
+		}
+		return strconv.FormatInt(*p, 10)
+	}
+	status, finished := "", ""
+	if c.Status != nil {
+		status = strconv.Itoa(*c.Status)
+	}
+	if c.FinishedAt != nil {
+		finished = c.FinishedAt.Format(time.RFC3339Nano)
+	}
+	return []string{
+		strconv.FormatInt(c.ID, 10), strconv.FormatInt(c.KeyID, 10), c.KeyPrefix, c.RequestID,
+		c.StartedAt.Format(time.RFC3339Nano), finished, c.Outcome, status, optInt(c.LatencyMs),
+		strconv.FormatInt(c.BatchSize, 10), strconv.FormatInt(c.Cost, 10), c.Target,
+	}
+}
+
+// CallFilter selects and pages calls, newest first.
+type CallFilter struct {
+	KeyID   int64      // 0 for every key
+	From    *time.Time // started at or after
+	To      *time.Time // started before
+	Outcome string     // OutcomeSuccess, OutcomeFailed, OutcomeOpen or "" for all
+	Limit   int        // 0 for no limit
+	Before  int64      // only calls with a smaller id (the cursor); 0 for the newest
+}
+
+// Audit is what the books are proved from: per key, and the site's total.
+type Audit struct {
+	Keys []KeyAudit
+	// SiteGenerations is the sum of the site's daily history.
+	SiteGenerations int64
+}
+
+// KeyAudit is one key's side of the books.
+type KeyAudit struct {
+	ID              int64
+	Prefix          string
+	Deleted         bool
+	EventsChange    int64 // Σ over its events of (after − before)
+	UsedUnits       int64
+	RemainingCalls  int64
+	SuccessfulCalls int64
+	DailyCalls      int64 // Σ generations of its daily history
+	DailyUnits      int64 // Σ units of its daily history
 }
 
 // Ledger records the life of calls. Every method that changes a counter
@@ -147,17 +340,35 @@ type Ledger interface {
 	Ping(ctx context.Context) error
 }
 
-// Keys stores API keys.
+// Keys stores API keys and their events.
 type Keys interface {
+	// CreateKey inserts a key with its "created" event; a key with the same
+	// hash is ErrKeyExists.
 	CreateKey(ctx context.Context, k NewKey) (Key, error)
+	// KeyByHash and KeyByID return a key that is not deleted, or
+	// ErrKeyNotFound.
 	KeyByHash(ctx context.Context, hash string) (Key, error)
-	// SetRemaining sets remaining calls to max(n, reserved calls).
-	SetRemaining(ctx context.Context, hash string, n int64, now time.Time) (Key, error)
-	ListKeys(ctx context.Context, o ListOptions) ([]Key, error)
+	KeyByID(ctx context.Context, id int64) (Key, error)
+	// ChangeKey applies a change and records its events atomically.
+	ChangeKey(ctx context.Context, ref KeyRef, c KeyChange) (Key, error)
+	ListKeys(ctx context.Context, f KeyFilter) ([]Key, error)
+	// KeyEvents returns a key's events, oldest first (deleted keys too).
+	KeyEvents(ctx context.Context, id int64) ([]Event, error)
 }
 
-// Usage reads what calls added up to.
+// Usage reads what calls added up to, and keeps the usage log.
 type Usage interface {
 	// SiteStats returns the total and the days from since on.
 	SiteStats(ctx context.Context, since string) (SiteStats, error)
+	// KeyDaily returns a key's days with use from since on, oldest first.
+	KeyDaily(ctx context.Context, keyID int64, since string) ([]KeyDay, error)
+	// Calls calls each for the calls f selects, newest first, streaming
+	// them (each may write them out); it stops at each's first error.
+	Calls(ctx context.Context, f CallFilter, each func(Call) error) error
+	// PruneCalls deletes at most limit finished calls started before
+	// before, oldest first, and returns how many. Counters, the site's
+	// totals and the daily histories are not touched.
+	PruneCalls(ctx context.Context, before time.Time, limit int) (int, error)
+	// Audit reads the sums the books are checked with.
+	Audit(ctx context.Context) (Audit, error)
 }

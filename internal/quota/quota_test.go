@@ -82,13 +82,13 @@ func TestDailyHistory(t *testing.T) {
 		s := storetest.Open(t, db)
 		svc := quota.NewService(quota.Options{Ledger: s, Keys: s, Usage: s, Location: tokyo, Now: func() time.Time { return now }})
 		ctx := context.Background()
-		_, key, err := svc.CreateKey(ctx, "", "", 10)
+		_, key, err := svc.CreateKey(ctx, quota.KeySpec{Remaining: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
 		succeed := func(n int) {
 			for range n {
-				r, err := svc.Reserve(ctx, key, 1, "")
+				r, err := svc.Reserve(ctx, quota.CallRequest{Key: key})
 				if err != nil {
 					t.Fatal(err)
 				}

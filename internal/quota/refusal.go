@@ -12,6 +12,8 @@ type Refusal int
 // The reasons, in the order they are checked.
 const (
 	UnknownKey Refusal = iota + 1 // no such key, or deleted
+	Disabled                      // switched off by an operator
+	Expired                       // past its expiresAt
 	Exhausted                     // remaining − reserved below the call's cost
 )
 
@@ -19,6 +21,10 @@ func (r Refusal) String() string {
 	switch r {
 	case UnknownKey:
 		return "unknown_key"
+	case Disabled:
+		return "disabled"
+	case Expired:
+		return "expired"
 	case Exhausted:
 		return "exhausted"
 	}
@@ -26,7 +32,8 @@ func (r Refusal) String() string {
 }
 
 // RefusedError is the error of a call that was not admitted. It matches
-// the sentinel of its reason with errors.Is (ErrKeyNotFound, ErrExhausted).
+// the sentinel of its reason with errors.Is (ErrKeyNotFound, ErrExhausted;
+// the other reasons have none).
 type RefusedError struct {
 	Reason Refusal
 	// RetryAfter is how long until a call could be admitted, when known.
@@ -46,14 +53,19 @@ func (e *RefusedError) Is(target error) bool {
 	return false
 }
 
-// refusal tells why a call of cost was not admitted, from the key's state
-// as the store read it after refusing. It returns 0 when that state would
-// admit the call: the state changed in between (a call ended), and the
-// reservation may be tried again.
-func refusal(k *Key, cost int64) Refusal {
+// refusal tells why a call of cost starting at now was not admitted, from
+// the key's state as the store read it after refusing, checking the
+// reasons in their order. It returns 0 when that state would admit the
+// call: the state changed in between (a call ended), and the reservation
+// may be tried again.
+func refusal(k *Key, cost int64, now time.Time) Refusal {
 	switch {
 	case k == nil:
 		return UnknownKey
+	case k.Disabled:
+		return Disabled
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		return Expired
 	case k.RemainingCalls-k.ReservedCalls < cost:
 		return Exhausted
 	}

@@ -11,20 +11,37 @@ import (
 )
 
 // maxCalls bounds amounts an admin may set.
-const maxCalls = 1 << 53
+const maxCalls = quota.MaxCalls
 
-// getKey is GET /api/apikey?apiKey=K (or the key in a header).
+// getKey is GET /api/apikey?apiKey=K (or the key in a header): the key as
+// its holder may see it, with its last 30 days.
 func (s *Server) getKey(w http.ResponseWriter, r *http.Request) error {
 	key, err := clientKey(r, r.URL.Query().Get("apiKey"))
 	if err != nil {
 		return err
 	}
-	k, err := s.quota.Key(r.Context(), key)
+	k, days, err := s.quota.Holder(r.Context(), key)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k.Stats())
+	writeJSON(w, http.StatusOK, struct {
+		quota.Stats
+		Daily []quota.KeyDay `json:"daily"`
+	}{k.Stats(s.quota.Now()), days})
 	return nil
+}
+
+// writeKey answers with a key as operators see it.
+func (s *Server) writeKey(w http.ResponseWriter, status int, k quota.Key) {
+	writeJSON(w, status, k.Stats(s.quota.Now()))
+}
+
+// writeNewKey answers 201 with a key just created and its full plaintext,
+// shown only this once.
+func (s *Server) writeNewKey(w http.ResponseWriter, k quota.Key, full string) {
+	out := k.Stats(s.quota.Now())
+	out.APIKey = full
+	writeJSON(w, http.StatusCreated, out)
 }
 
 // adminBody reads and decodes an admin request body with only the
@@ -59,13 +76,11 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	k, full, err := s.quota.CreateKey(r.Context(), key, name, remaining)
+	k, full, err := s.quota.CreateKey(r.Context(), quota.KeySpec{Key: key, Name: name, Remaining: remaining})
 	if err != nil {
 		return err
 	}
-	out := k.Stats()
-	out.APIKey = full
-	writeJSON(w, http.StatusCreated, out)
+	s.writeNewKey(w, k, full)
 	return nil
 }
 
@@ -87,7 +102,7 @@ func (s *Server) setRemaining(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, k.Stats())
+	s.writeKey(w, http.StatusOK, k)
 	return nil
 }
 

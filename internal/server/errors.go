@@ -52,6 +52,10 @@ func refusedError(e *quota.RefusedError) *apiError {
 	switch e.Reason {
 	case quota.UnknownKey:
 		ae = errorf(http.StatusUnauthorized, "invalid_api_key", "unknown API key")
+	case quota.Disabled:
+		ae = errorf(http.StatusForbidden, "key_disabled", "this API key is disabled: ask the operator to enable it")
+	case quota.Expired:
+		ae = errorf(http.StatusForbidden, "key_expired", "this API key has expired: ask the operator to extend it")
 	case quota.Exhausted:
 		ae = errorf(http.StatusTooManyRequests, "quota_exhausted", "this API key has no calls left: ask the operator to top it up")
 	default:
@@ -78,6 +82,8 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", tooLarge.Limit)
 	case errors.Is(err, quota.ErrKeyNotFound):
 		return errorf(http.StatusNotFound, "key_not_found", "no such API key")
+	case errors.Is(err, quota.ErrInsufficientCalls):
+		return errorf(http.StatusConflict, "insufficient_calls", "the key would have fewer remaining calls than it has in flight: remove fewer calls")
 	case errors.Is(err, quota.ErrKeyExists):
 		return errorf(http.StatusConflict, "key_exists", "an API key with this value exists already")
 	case errors.Is(err, quota.ErrInvalidKeyFormat), errors.Is(err, quota.ErrInvalidAmount):

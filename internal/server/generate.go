@@ -41,7 +41,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	}
 	logNote(r.Context(), slog.Any("key", quota.Secret(key)))
 
-	res, err := s.quota.Reserve(r.Context(), key, 1, requestID(r.Context()))
+	res, err := s.quota.Reserve(r.Context(), quota.CallRequest{Key: key, BatchSize: req.batch, RequestID: requestID(r.Context())})
 	if err != nil {
 		return err
 	}

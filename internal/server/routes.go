@@ -24,6 +24,17 @@ func (s *Server) routeTable() []route {
 		{pattern: "PUT /api/apikey", admin: true, api: s.setRemaining},
 		{pattern: "GET /api/stats", admin: true, api: s.siteStats},
 
+		{pattern: "POST /api/keys", admin: true, api: s.createKeyByID},
+		{pattern: "GET /api/keys", admin: true, api: s.listKeys},
+		{pattern: "GET /api/keys/{id}", admin: true, api: s.getKeyByID},
+		{pattern: "PATCH /api/keys/{id}", admin: true, api: s.patchKey},
+		{pattern: "DELETE /api/keys/{id}", admin: true, api: s.deleteKey},
+		{pattern: "POST /api/keys/{id}/topup", admin: true, api: s.topUp},
+		{pattern: "GET /api/keys/{id}/events", admin: true, api: s.keyEvents},
+		{pattern: "GET /api/keys/{id}/daily", admin: true, api: s.keyDaily},
+		{pattern: "GET /api/usage", admin: true, api: s.usage},
+		{pattern: "GET /api/usage.csv", admin: true, api: s.usageCSV},
+
 		{pattern: "GET /healthz", api: s.healthz},
 		{pattern: "GET /readyz", api: s.readyz},
 	}

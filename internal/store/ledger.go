@@ -71,3 +71,27 @@ func settled(callID int64, state string, err error) error {
 	}
 	return fmt.Errorf("store: settle call %d: still %s", callID, state)
 }
+
+// dailyCounts add up a group's successful calls per day, for the site and
+// for each key, so that each daily row is written once per group.
+type dailyCounts struct {
+	site map[string]int64
+	keys map[keyDay]dayCount
+}
+
+type keyDay struct {
+	keyID int64
+	day   string
+}
+
+type dayCount struct{ generations, units int64 }
+
+func (d *dailyCounts) add(keyID int64, day string, cost int64) {
+	if d.site == nil {
+		d.site, d.keys = map[string]int64{}, map[keyDay]dayCount{}
+	}
+	d.site[day]++
+	k := keyDay{keyID, day}
+	c := d.keys[k]
+	d.keys[k] = dayCount{c.generations + 1, c.units + cost}
+}

@@ -72,57 +72,6 @@ func (p *Postgres) Close() error {
 // Ping checks that the server answers.
 func (p *Postgres) Ping(ctx context.Context) error { return p.pool.Ping(ctx) }
 
-func scanPGKey(row pgx.Row) (quota.Key, error) {
-	var k quota.Key
-	err := row.Scan(&k.ID, &k.Prefix, &k.Name, &k.TotalCalls, &k.SuccessfulCalls, &k.RemainingCalls, &k.ReservedCalls, &k.CreatedAt, &k.UpdatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return k, quota.ErrKeyNotFound
-	}
-	k.CreatedAt, k.UpdatedAt = k.CreatedAt.UTC(), k.UpdatedAt.UTC()
-	return k, err
-}
-
-// CreateKey inserts a key; a duplicate hash is quota.ErrKeyExists.
-func (p *Postgres) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, error) {
-	k, err := scanPGKey(p.pool.QueryRow(ctx, `
-		INSERT INTO api_key_stats (key_hash, key_prefix, name, remaining_calls, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $5)
-		RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, n.Now))
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		return quota.Key{}, quota.ErrKeyExists
-	}
-	return k, wrap("create key", err)
-}
-
-// KeyByHash returns a key's statistics.
-func (p *Postgres) KeyByHash(ctx context.Context, hash string) (quota.Key, error) {
-	k, err := scanPGKey(p.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_key_stats WHERE key_hash = $1`, hash))
-	return k, wrap("key", err)
-}
-
-// SetRemaining sets remaining calls to max(n, reserved calls).
-func (p *Postgres) SetRemaining(ctx context.Context, hash string, n int64, now time.Time) (quota.Key, error) {
-	k, err := scanPGKey(p.pool.QueryRow(ctx, `
-		UPDATE api_key_stats SET remaining_calls = GREATEST($2, reserved_calls), updated_at = $3
-		WHERE key_hash = $1
-		RETURNING `+keyColumns, hash, n, now))
-	return k, wrap("set remaining", err)
-}
-
-// ListKeys lists keys newest first, filtered by prefix or name.
-func (p *Postgres) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key, error) {
-	rows, err := p.pool.Query(ctx, `
-		SELECT `+keyColumns+` FROM api_key_stats
-		WHERE $1 = '' OR key_prefix LIKE $1 || '%' ESCAPE '\' OR name ILIKE '%' || $1 || '%' ESCAPE '\'
-		ORDER BY id DESC LIMIT $2 OFFSET $3`, escapeLike(o.Search), o.Limit, o.Offset)
-	if err != nil {
-		return nil, wrap("list keys", err)
-	}
-	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (quota.Key, error) { return scanPGKey(r) })
-	return keys, wrap("list keys", err)
-}
-
 // Reserve admits a call in one statement: the conditional update of the
 // key and the insert of the open call commit together or not at all.
 func (p *Postgres) Reserve(ctx context.Context, r quota.ReserveRequest) (quota.Admission, error) {
@@ -215,27 +164,33 @@ const (
 	pgReserve = `
 		WITH k AS (
 			UPDATE api_key_stats
-			SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5
-			WHERE key_hash = $1 AND remaining_calls - reserved_calls >= $2
+			SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5, last_used_at = $5
+			WHERE key_hash = $1 AND NOT disabled AND (expires_at IS NULL OR expires_at > $5)
+			  AND remaining_calls - reserved_calls >= $2
 			RETURNING id)
-		INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline)
-		SELECT id, $2, $3, $4, $5, $6 FROM k
+		INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline)
+		SELECT id, $2, $7, $3, $4, $5, $6 FROM k
 		RETURNING id, key_id`
 	// pgSettle settles the group's open calls among $1, charges their keys
 	// once per key and counts them once per day; it returns the calls it
 	// settled.
 	pgSettle = `
-		WITH o AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::date[]) AS o(id, status, at, day)),
+		WITH o AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::date[], $5::text[]) AS o(id, status, at, day, target)),
 		c AS (
-			UPDATE calls SET state = 'settled', status = o.status, finished_at = o.at
+			UPDATE calls SET state = 'settled', status = o.status, finished_at = o.at, target = o.target
 			FROM o WHERE calls.id = o.id AND calls.state = 'open'
 			RETURNING calls.id, calls.key_id, calls.cost, o.at, o.day),
 		k AS (
 			UPDATE api_key_stats a
 			SET remaining_calls = a.remaining_calls - s.cost, reserved_calls = a.reserved_calls - s.cost,
-			    successful_calls = a.successful_calls + s.n, updated_at = s.at
+			    used_units = a.used_units + s.cost, successful_calls = a.successful_calls + s.n, updated_at = s.at
 			FROM (SELECT key_id, sum(cost) AS cost, count(*) AS n, max(at) AS at FROM c GROUP BY key_id) s
 			WHERE a.id = s.key_id),
+		kd AS (
+			INSERT INTO key_daily (key_id, day, generations, units)
+			SELECT key_id, day, count(*), sum(cost) FROM c GROUP BY key_id, day
+			ON CONFLICT (key_id, day) DO UPDATE
+			SET generations = key_daily.generations + excluded.generations, units = key_daily.units + excluded.units),
 		d AS (
 			INSERT INTO daily_generations (day, generations) SELECT day, count(*) FROM c GROUP BY day
 			ON CONFLICT (day) DO UPDATE SET generations = daily_generations.generations + excluded.generations)
@@ -243,9 +198,9 @@ const (
 	// pgRelease releases the group's open calls among $1 and gives their
 	// keys back their holds; it returns the calls it released.
 	pgRelease = `
-		WITH o AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS o(id, status, at)),
+		WITH o AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[]) AS o(id, status, at, target)),
 		c AS (
-			UPDATE calls SET state = 'released', status = o.status, finished_at = o.at
+			UPDATE calls SET state = 'released', status = o.status, finished_at = o.at, target = o.target
 			FROM o WHERE calls.id = o.id AND calls.state = 'open'
 			RETURNING calls.id, calls.key_id, calls.cost, o.at),
 		k AS (
@@ -288,7 +243,7 @@ func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results 
 			continue
 		}
 		r := w.reserve
-		b.Queue(pgReserve, r.KeyHash, r.Cost, r.Owner, r.RequestID, r.Start, r.Deadline).QueryRow(func(row pgx.Row) error {
+		b.Queue(pgReserve, r.KeyHash, r.Cost, r.Owner, r.RequestID, r.Start, r.Deadline, r.BatchSize).QueryRow(func(row pgx.Row) error {
 			err := row.Scan(&results[i].callID, &results[i].keyID)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil // not admitted
@@ -298,10 +253,10 @@ func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results 
 		})
 	}
 	if len(settles.idx) > 0 {
-		b.Queue(pgSettle, settles.ids, settles.statuses, settles.ats, settles.days).Query(settles.collect(results))
+		b.Queue(pgSettle, settles.ids, settles.statuses, settles.ats, settles.days, settles.targets).Query(settles.collect(results))
 	}
 	if len(releases.idx) > 0 {
-		b.Queue(pgRelease, releases.ids, releases.statuses, releases.ats).Query(releases.collect(results))
+		b.Queue(pgRelease, releases.ids, releases.statuses, releases.ats, releases.targets).Query(releases.collect(results))
 	}
 	return p.pool.SendBatch(ctx, b).Close()
 }
@@ -314,6 +269,7 @@ type outcomes struct {
 	statuses []int32
 	ats      []time.Time
 	days     []string
+	targets  []string
 }
 
 func (o *outcomes) add(i int, out quota.Outcome) {
@@ -322,6 +278,7 @@ func (o *outcomes) add(i int, out quota.Outcome) {
 	o.statuses = append(o.statuses, int32(out.Status))
 	o.ats = append(o.ats, out.At)
 	o.days = append(o.days, out.Day)
+	o.targets = append(o.targets, out.Target)
 }
 
 // collect reads the ids the statement changed and marks their writes'

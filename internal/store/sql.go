@@ -8,10 +8,6 @@ import (
 	"github.com/felix-gateway/felix/internal/quota"
 )
 
-// keyColumns are the columns of api_key_stats that make a quota.Key, in
-// the order both stores scan them.
-const keyColumns = `id, key_prefix, name, total_calls, successful_calls, remaining_calls, reserved_calls, created_at, updated_at`
-
 // siteStatsQuery selects the total of all days with each day from a
 // bound, as rows (total, day, generations); one row with an empty day
 // when no day is in range.

@@ -84,69 +84,6 @@ func (s *SQLite) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
-type scanner interface{ Scan(dest ...any) error }
-
-func scanSQLiteKey(row scanner) (quota.Key, error) {
-	var (
-		k                quota.Key
-		created, updated int64
-	)
-	err := row.Scan(&k.ID, &k.Prefix, &k.Name, &k.TotalCalls, &k.SuccessfulCalls, &k.RemainingCalls, &k.ReservedCalls, &created, &updated)
-	if errors.Is(err, sql.ErrNoRows) {
-		return k, quota.ErrKeyNotFound
-	}
-	k.CreatedAt, k.UpdatedAt = time.UnixMicro(created).UTC(), time.UnixMicro(updated).UTC()
-	return k, err
-}
-
-// CreateKey inserts a key; a duplicate hash is quota.ErrKeyExists.
-func (s *SQLite) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, error) {
-	k, err := scanSQLiteKey(s.w.QueryRowContext(ctx, `
-		INSERT INTO api_key_stats (key_hash, key_prefix, name, remaining_calls, created_at, updated_at)
-		VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (key_hash) DO NOTHING
-		RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Remaining, micros(n.Now)))
-	if errors.Is(err, quota.ErrKeyNotFound) {
-		return quota.Key{}, quota.ErrKeyExists
-	}
-	return k, wrap("create key", err)
-}
-
-// KeyByHash returns a key's statistics.
-func (s *SQLite) KeyByHash(ctx context.Context, hash string) (quota.Key, error) {
-	k, err := scanSQLiteKey(s.r.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_key_stats WHERE key_hash = ?`, hash))
-	return k, wrap("key", err)
-}
-
-// SetRemaining sets remaining calls to max(n, reserved calls).
-func (s *SQLite) SetRemaining(ctx context.Context, hash string, n int64, now time.Time) (quota.Key, error) {
-	k, err := scanSQLiteKey(s.w.QueryRowContext(ctx, `
-		UPDATE api_key_stats SET remaining_calls = max(?2, reserved_calls), updated_at = ?3
-		WHERE key_hash = ?1
-		RETURNING `+keyColumns, hash, n, micros(now)))
-	return k, wrap("set remaining", err)
-}
-
-// ListKeys lists keys newest first, filtered by prefix or name.
-func (s *SQLite) ListKeys(ctx context.Context, o quota.ListOptions) ([]quota.Key, error) {
-	rows, err := s.r.QueryContext(ctx, `
-		SELECT `+keyColumns+` FROM api_key_stats
-		WHERE ?1 = '' OR key_prefix LIKE ?1 || '%' ESCAPE '\' OR name LIKE '%' || ?1 || '%' ESCAPE '\'
-		ORDER BY id DESC LIMIT ?2 OFFSET ?3`, escapeLike(o.Search), o.Limit, o.Offset)
-	if err != nil {
-		return nil, wrap("list keys", err)
-	}
-	defer rows.Close()
-	var keys []quota.Key
-	for rows.Next() {
-		k, err := scanSQLiteKey(rows)
-		if err != nil {
-			return nil, wrap("list keys", err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, wrap("list keys", rows.Err())
-}
-
 // Reserve admits a call: the conditional update of the key and the insert
 // of the open call commit together or not at all.
 func (s *SQLite) Reserve(ctx context.Context, r quota.ReserveRequest) (quota.Admission, error) {

@@ -30,7 +30,7 @@ type sqliteTx struct {
 
 // sqliteStmts are the writer's statements, prepared once per connection.
 type sqliteStmts struct {
-	reserve, insertCall, settleCall, chargeKey, countDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
+	reserve, insertCall, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
 }
 
 // each lists the statements with their SQL, for preparing and closing.
@@ -44,24 +44,28 @@ func (st *sqliteStmts) each() []struct {
 	}{
 		{&st.reserve, `
 			UPDATE api_key_stats
-			SET reserved_calls = reserved_calls + ?1, total_calls = total_calls + 1, updated_at = ?2
-			WHERE key_hash = ?3 AND remaining_calls - reserved_calls >= ?1
+			SET reserved_calls = reserved_calls + ?1, total_calls = total_calls + 1, updated_at = ?2, last_used_at = ?2
+			WHERE key_hash = ?3 AND NOT disabled AND (expires_at IS NULL OR expires_at > ?2)
+			  AND remaining_calls - reserved_calls >= ?1
 			RETURNING id`},
 		{&st.insertCall, `
-			INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?)`},
+			INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?)`},
 		{&st.settleCall, `
-			UPDATE calls SET state = 'settled', status = ?, finished_at = ?
+			UPDATE calls SET state = 'settled', status = ?, finished_at = ?, target = ?
 			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
 		{&st.chargeKey, `
 			UPDATE api_key_stats
-			SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1,
+			SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1, used_units = used_units + ?1,
 			    successful_calls = successful_calls + 1, updated_at = ?2
 			WHERE id = ?3`},
 		{&st.countDay, `
 			INSERT INTO daily_generations (day, generations) VALUES (?1, ?2)
 			ON CONFLICT (day) DO UPDATE SET generations = generations + ?2`},
+		{&st.countKeyDay, `
+			INSERT INTO key_daily (key_id, day, generations, units) VALUES (?1, ?2, ?3, ?4)
+			ON CONFLICT (key_id, day) DO UPDATE SET generations = generations + ?3, units = units + ?4`},
 		{&st.releaseCall, `
-			UPDATE calls SET state = 'released', status = ?, finished_at = ?
+			UPDATE calls SET state = 'released', status = ?, finished_at = ?, target = ?
 			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
 		{&st.unreserve, `
 			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?, updated_at = ? WHERE id = ?`},
@@ -238,25 +242,24 @@ func (s *SQLite) closeTx() {
 	})
 }
 
-// apply runs each write's statements, filling in its result. The site's
-// daily counts are added once per day at the end, not once per call.
+// apply runs each write's statements, filling in its result. The daily
+// counts (the site's, each key's) are added once per day and key at the
+// end, not once per call.
 func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
-	var days map[string]int64
+	var days dailyCounts
 	for i, w := range writes {
 		var err error
 		switch w.kind {
 		case reserveWrite:
 			results[i], err = t.reserve(w.reserve)
 		case settleWrite:
-			results[i].changed, err = t.resolve(t.stmts.settleCall, t.stmts.chargeKey, w.outcome)
+			var keyID, cost int64
+			results[i].changed, keyID, cost, err = t.resolve(t.stmts.settleCall, t.stmts.chargeKey, w.outcome)
 			if results[i].changed {
-				if days == nil {
-					days = map[string]int64{}
-				}
-				days[w.outcome.Day]++
+				days.add(keyID, w.outcome.Day, cost)
 			}
 		case releaseWrite:
-			results[i].changed, err = t.resolve(t.stmts.releaseCall, t.stmts.unreserve, w.outcome)
+			results[i].changed, _, _, err = t.resolve(t.stmts.releaseCall, t.stmts.unreserve, w.outcome)
 		case sweepWrite:
 			results[i].released, err = t.sweep(w.sweep)
 		default:
@@ -266,8 +269,13 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 			return err
 		}
 	}
-	for day, n := range days {
+	for day, n := range days.site {
 		if _, err := t.exec(t.stmts.countDay, day, n); err != nil {
+			return err
+		}
+	}
+	for kd, c := range days.keys {
+		if _, err := t.exec(t.stmts.countKeyDay, kd.keyID, kd.day, c.generations, c.units); err != nil {
 			return err
 		}
 	}
@@ -280,7 +288,7 @@ func (t *sqliteTx) reserve(r quota.ReserveRequest) (callResult, error) {
 	if admitted, err := t.queryRow(t.stmts.reserve, []*int64{&keyID}, r.Cost, micros(r.Start), r.KeyHash); !admitted || err != nil {
 		return callResult{}, err
 	}
-	res, err := t.exec(t.stmts.insertCall, keyID, r.Cost, r.Owner, r.RequestID, micros(r.Start), micros(r.Deadline))
+	res, err := t.exec(t.stmts.insertCall, keyID, r.Cost, r.BatchSize, r.Owner, r.RequestID, micros(r.Start), micros(r.Deadline))
 	if err != nil {
 		return callResult{}, err
 	}
@@ -291,14 +299,13 @@ func (t *sqliteTx) reserve(r quota.ReserveRequest) (callResult, error) {
 // resolve ends an open call with the call statement (settle or release)
 // and applies the key statement (charge or unreserve) to its key; changed
 // is false when the call was resolved already.
-func (t *sqliteTx) resolve(call, key driver.Stmt, o quota.Outcome) (changed bool, err error) {
+func (t *sqliteTx) resolve(call, key driver.Stmt, o quota.Outcome) (changed bool, keyID, cost int64, err error) {
 	at := micros(o.At)
-	var keyID, cost int64
-	if open, err := t.queryRow(call, []*int64{&keyID, &cost}, int64(o.Status), at, o.CallID); !open || err != nil {
-		return false, err
+	if open, err := t.queryRow(call, []*int64{&keyID, &cost}, int64(o.Status), at, o.Target, o.CallID); !open || err != nil {
+		return false, 0, 0, err
 	}
 	_, err = t.exec(key, cost, at, keyID)
-	return err == nil, err
+	return err == nil, keyID, cost, err
 }
 
 // sweep releases the open calls it selects and gives their keys back

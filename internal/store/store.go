@@ -85,6 +85,11 @@ func Open(ctx context.Context, databaseURL string, o Options) (Store, error) {
 // Migrate applies every embedded migration not yet applied. On PostgreSQL
 // it holds an advisory lock, so instances starting together take turns.
 func Migrate(ctx context.Context, databaseURL string) error {
+	return migrateTo(ctx, databaseURL, 0)
+}
+
+// migrateTo applies the migrations up to version, or all when it is 0.
+func migrateTo(ctx context.Context, databaseURL string, version int64) error {
 	kind, dsn, err := Parse(databaseURL)
 	if err != nil {
 		return err
@@ -130,7 +135,11 @@ func Migrate(ctx context.Context, databaseURL string) error {
 	if err != nil {
 		return fmt.Errorf("store: migrations: %w", err)
 	}
-	if _, err := p.Up(ctx); err != nil {
+	up := p.Up
+	if version > 0 {
+		up = func(ctx context.Context) ([]*goose.MigrationResult, error) { return p.UpTo(ctx, version) }
+	}
+	if _, err := up(ctx); err != nil {
 		return fmt.Errorf("store: migrate %s: %w", kind, err)
 	}
 	return nil

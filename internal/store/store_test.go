@@ -31,6 +31,10 @@ func call(hash string, owner string, start time.Time) quota.ReserveRequest {
 	return quota.ReserveRequest{KeyHash: hash, Cost: 1, Owner: owner, RequestID: "req", Start: start, Deadline: start.Add(time.Minute)}
 }
 
+func setRemaining(n int64, now time.Time) quota.KeyChange {
+	return quota.KeyChange{Remaining: &n, Now: now}
+}
+
 // reserve reserves a call that must be admitted.
 func reserve(t *testing.T, s store.Store, r quota.ReserveRequest) quota.Admission {
 	t.Helper()
@@ -81,28 +85,28 @@ func TestKeys(t *testing.T) {
 			t.Errorf("KeyByHash(unknown): got %v, want ErrKeyNotFound", err)
 		}
 		later := t0.Add(time.Hour)
-		k, err := s.SetRemaining(ctx, "h1", 42, later)
+		k, err := s.ChangeKey(ctx, quota.KeyRef{Hash: "h1"}, setRemaining(42, later))
 		if err != nil || k.RemainingCalls != 42 || !k.UpdatedAt.Equal(later) {
-			t.Errorf("SetRemaining: got %+v, %v; want 42 updated at %v", k, err, later)
+			t.Errorf("ChangeKey(set 42): got %+v, %v; want 42 updated at %v", k, err, later)
 		}
-		if _, err := s.SetRemaining(ctx, "nope", 1, later); !errors.Is(err, quota.ErrKeyNotFound) {
-			t.Errorf("SetRemaining(unknown): got %v, want ErrKeyNotFound", err)
+		if _, err := s.ChangeKey(ctx, quota.KeyRef{Hash: "nope"}, setRemaining(1, later)); !errors.Is(err, quota.ErrKeyNotFound) {
+			t.Errorf("ChangeKey(unknown): got %v, want ErrKeyNotFound", err)
 		}
 		newKey(t, s, "h2", 0)
 		newKey(t, s, "h3", 0)
-		all, err := s.ListKeys(ctx, quota.ListOptions{Limit: 10})
+		all, err := s.ListKeys(ctx, quota.KeyFilter{Limit: 10, Now: t0})
 		if err != nil || len(all) != 3 || all[0].Name != "n-h3" {
 			t.Errorf("ListKeys: got %d keys (first %+v), %v; want 3, newest first", len(all), all, err)
 		}
-		page, err := s.ListKeys(ctx, quota.ListOptions{Limit: 1, Offset: 1})
+		page, err := s.ListKeys(ctx, quota.KeyFilter{Limit: 1, Before: all[0].ID, Now: t0})
 		if err != nil || len(page) != 1 || page[0].Name != "n-h2" {
 			t.Errorf("ListKeys page 2: got %+v, %v; want n-h2", page, err)
 		}
-		found, err := s.ListKeys(ctx, quota.ListOptions{Search: "H2", Limit: 10})
+		found, err := s.ListKeys(ctx, quota.KeyFilter{Query: "H2", Limit: 10, Now: t0})
 		if err != nil || len(found) != 1 || found[0].Name != "n-h2" {
 			t.Errorf("ListKeys search: got %+v, %v; want n-h2", found, err)
 		}
-		none, err := s.ListKeys(ctx, quota.ListOptions{Search: "%", Limit: 10})
+		none, err := s.ListKeys(ctx, quota.KeyFilter{Query: "%", Limit: 10, Now: t0})
 		if err != nil || len(none) != 0 {
 			t.Errorf("ListKeys search %%: got %d keys, %v; want none (LIKE escaped)", len(none), err)
 		}
@@ -168,7 +172,7 @@ func TestSetRemainingKeepsHolds(t *testing.T) {
 		for range 3 {
 			calls = append(calls, reserve(t, s, call("k", "a", t0)))
 		}
-		k, err := s.SetRemaining(ctx, "k", 1, t0)
+		k, err := s.ChangeKey(ctx, quota.KeyRef{Hash: "k"}, setRemaining(1, t0))
 		if err != nil || k.RemainingCalls != 3 {
 			t.Fatalf("SetRemaining(1) with 3 in flight: got remaining %d, %v; want 3", k.RemainingCalls, err)
 		}

@@ -214,7 +214,7 @@ func TestBrowserTestPage(t *testing.T) {
 	if n := target.calls.Load(); n != 1 {
 		t.Errorf("the demo target got %d generate requests, want 1", n)
 	}
-	keys, err := svc.ListKeys(context.Background(), quota.ListOptions{Limit: 10})
+	keys, _, err := svc.ListKeys(context.Background(), quota.KeyFilter{Limit: 10})
 	if err != nil {
 		t.Fatalf("quota.Service.ListKeys: %v", err)
 	}
