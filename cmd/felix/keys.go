@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,10 +19,14 @@ import (
 )
 
 // openService opens the configured store (migrating it when AUTO_MIGRATE
-// is on) for the one-shot commands.
+// is on) for the one-shot commands. They never create a database: in the
+// wrong folder they would report an empty one.
 func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	cfg, err := loadConfig(e, false)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := databaseExists(cfg.DatabaseURL); err != nil {
 		return nil, nil, err
 	}
 	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate, store.Options{MaxConns: 2})
@@ -27,6 +35,22 @@ func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	}
 	cfg.InstanceID = "cli"
 	return newService(cfg, st, newLogger(cfg, e.stderr)), func() { st.Close() }, nil
+}
+
+// databaseExists refuses a SQLite DATABASE_URL whose file does not exist:
+// only serve and migrate create a database.
+func databaseExists(databaseURL string) error {
+	kind, path, err := store.Parse(databaseURL)
+	if err != nil || kind != store.SQLiteKind {
+		return err
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil // an unreadable file gets the store's own error
+	}
+	if !filepath.IsAbs(path) && !strings.HasPrefix(path, ".") {
+		path = "./" + path
+	}
+	return fmt.Errorf("no database at %s; set DATABASE_URL or run from the folder that holds it ('felix migrate' creates a new one)", path)
 }
 
 const keysUsage = `create [--key K] [--calls N] [--name NAME] | get KEY | set KEY N | list [--search S] [--limit N] [--offset N]`
@@ -40,7 +64,7 @@ func keysCmd(ctx context.Context, e env, args []string) error {
 		"Add --json before the subcommand for JSON output."
 	fs := newFlags(e, "keys", keysUsage, summary, []string{"DATABASE_URL", "AUTO_MIGRATE"})
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -57,8 +81,20 @@ func keysCmd(ctx context.Context, e env, args []string) error {
 		limit  = sfs.Int("limit", 50, "how many keys to list")
 		offset = sfs.Int("offset", 0, "how many keys to skip")
 	)
-	if err := sfs.Parse(rest); err != nil {
+	if err := parseFlags(e, sfs, rest); err != nil {
 		return err
+	}
+	if n, ok := map[string]int{"create": 0, "get": 1, "set": 2, "list": 0}[sub]; !ok || sfs.NArg() != n {
+		fs.Usage()
+		return errUsage
+	}
+	var setTo int64
+	if sub == "set" {
+		n, err := strconv.ParseInt(sfs.Arg(1), 10, 64)
+		if err != nil {
+			return fmt.Errorf("remaining calls %q is not an integer", sfs.Arg(1))
+		}
+		setTo = n
 	}
 	svc, closeStore, err := openService(ctx, e)
 	if err != nil {
@@ -67,8 +103,8 @@ func keysCmd(ctx context.Context, e env, args []string) error {
 	defer closeStore()
 	out := keyPrinter{w: e.stdout, json: *asJSON}
 
-	switch {
-	case sub == "create" && sfs.NArg() == 0:
+	switch sub {
+	case "create":
 		k, full, err := svc.CreateKey(ctx, *key, *name, *calls)
 		if err != nil {
 			return err
@@ -77,31 +113,25 @@ func keysCmd(ctx context.Context, e env, args []string) error {
 			fmt.Fprintf(e.stdout, "API key (shown only now): %s\n\n", full)
 		}
 		return out.print(full, k)
-	case sub == "get" && sfs.NArg() == 1:
+	case "get":
 		k, err := svc.Key(ctx, sfs.Arg(0))
 		if err != nil {
 			return err
 		}
 		return out.print("", k)
-	case sub == "set" && sfs.NArg() == 2:
-		n, err := strconv.ParseInt(sfs.Arg(1), 10, 64)
-		if err != nil {
-			return fmt.Errorf("remaining calls %q is not an integer", sfs.Arg(1))
-		}
-		k, err := svc.SetRemaining(ctx, sfs.Arg(0), n)
+	case "set":
+		k, err := svc.SetRemaining(ctx, sfs.Arg(0), setTo)
 		if err != nil {
 			return err
 		}
 		return out.print("", k)
-	case sub == "list" && sfs.NArg() == 0:
+	default: // list
 		keys, err := svc.ListKeys(ctx, quota.ListOptions{Search: *search, Limit: *limit, Offset: *offset})
 		if err != nil {
 			return err
 		}
 		return out.print("", keys...)
 	}
-	fs.Usage()
-	return errors.Join(errUsage, fmt.Errorf("usage: felix keys %s", keysUsage))
 }
 
 type keyPrinter struct {
@@ -139,7 +169,7 @@ func statsCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "stats", "[--days N] [--json]", "Print site statistics: total generations, today's, and the daily history.", []string{"DATABASE_URL", "STATS_TIMEZONE"})
 	days := fs.Int("days", 30, "how many days of history")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	svc, closeStore, err := openService(ctx, e)

@@ -46,7 +46,7 @@ func Parse(databaseURL string) (Kind, string, error) {
 	scheme, rest, ok := cutScheme(databaseURL)
 	if !ok {
 		if isKeyValue(databaseURL) {
-			return "", "", &URLError{"looks like key=value connection settings, which Felix does not read: write PostgreSQL as a postgres:// URL"}
+			return "", "", &URLError{"holds key=value connection settings, which Felix does not read"}
 		}
 		return sqlitePath(databaseURL)
 	}
@@ -61,7 +61,7 @@ func Parse(databaseURL string) (Kind, string, error) {
 		return sqlitePath(strings.TrimPrefix(rest, "//"))
 	}
 	if rest != "" && rest[0] >= '0' && rest[0] <= '9' {
-		return "", "", &URLError{"starts with a host and port but no scheme: write PostgreSQL as a postgres:// URL"}
+		return "", "", &URLError{"starts with a host and port but no scheme"}
 	}
 	return "", "", &URLError{fmt.Sprintf("has the unsupported scheme %q", scheme)}
 }
