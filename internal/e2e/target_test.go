@@ -34,9 +34,11 @@ func always200(delay time.Duration) plan {
 type fakeTarget struct {
 	srv  *httptest.Server
 	hits atomic.Int64 // requests received
+	held atomic.Int64 // requests whose answer is held back (see hold)
 	mu   sync.Mutex
 	rng  *rand.Rand
 	plan plan
+	gate chan struct{} // non-nil while held: answers wait until it is closed
 }
 
 func newTarget(t *testing.T, seed uint64, p plan) *fakeTarget {
@@ -47,6 +49,35 @@ func newTarget(t *testing.T, seed uint64, p plan) *fakeTarget {
 }
 
 func (ft *fakeTarget) URL() string { return ft.srv.URL }
+
+// hold makes the target keep every answer back, once its planned delay
+// is over, until release: the calls it holds are surely open in felix.
+func (ft *fakeTarget) hold() {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.gate == nil {
+		ft.gate = make(chan struct{})
+	}
+}
+
+func (ft *fakeTarget) release() {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.gate != nil {
+		close(ft.gate)
+		ft.gate = nil
+	}
+}
+
+// waitHeld waits until the target holds at least one answer back.
+func (ft *fakeTarget) waitHeld(timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ft.held.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the target held no request within %s", timeout)
+		}
+	}
+	return nil
+}
 
 func (ft *fakeTarget) setPlan(p plan) {
 	ft.mu.Lock()
@@ -64,6 +95,19 @@ func (ft *fakeTarget) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(delay):
 		case <-r.Context().Done(): // felix died or gave up
+			return
+		}
+	}
+	ft.mu.Lock()
+	gate := ft.gate
+	ft.mu.Unlock()
+	if gate != nil {
+		ft.held.Add(1)
+		select {
+		case <-gate:
+			ft.held.Add(-1)
+		case <-r.Context().Done():
+			ft.held.Add(-1)
 			return
 		}
 	}
