@@ -38,17 +38,26 @@ type fakeTarget struct {
 	mu   sync.Mutex
 	rng  *rand.Rand
 	plan plan
-	gate chan struct{} // non-nil while held: answers wait until it is closed
+	gate chan struct{}   // non-nil while held: answers wait until it is closed
+	ids  map[string]bool // X-Request-ID of every request received
 }
 
 func newTarget(t *testing.T, seed uint64, p plan) *fakeTarget {
-	ft := &fakeTarget{rng: rand.New(rand.NewPCG(seed, 0x7a46e7)), plan: p}
+	ft := &fakeTarget{rng: rand.New(rand.NewPCG(seed, 0x7a46e7)), plan: p, ids: map[string]bool{}}
 	ft.srv = httptest.NewServer(http.HandlerFunc(ft.serve))
 	t.Cleanup(ft.srv.Close)
 	return ft
 }
 
 func (ft *fakeTarget) URL() string { return ft.srv.URL }
+
+// received reports whether a request with felix's request ID id reached
+// the target.
+func (ft *fakeTarget) received(id string) bool {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return ft.ids[id]
+}
 
 // hold makes the target keep every answer back, once its planned delay
 // is over, until release: the calls it holds are surely open in felix.
@@ -88,6 +97,7 @@ func (ft *fakeTarget) setPlan(p plan) {
 func (ft *fakeTarget) serve(w http.ResponseWriter, r *http.Request) {
 	ft.hits.Add(1)
 	ft.mu.Lock()
+	ft.ids[r.Header.Get("X-Request-ID")] = true
 	delay, status := ft.plan(ft.rng)
 	ft.mu.Unlock()
 	io.Copy(io.Discard, r.Body)
