@@ -27,7 +27,7 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "demo", "[--addr host:port]",
 		"Run the whole product with zero configuration, for trying Felix:\nSQLite in a temporary folder (deleted on exit), a built-in image generator as\nthe target, a random admin token and a demo key, printed with the test page URL.\nIt ignores the environment and .env files, so it never touches a real database.", nil)
 	addr := fs.String("addr", "127.0.0.1:3000", "listen address; if the port is taken a free one is chosen")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 

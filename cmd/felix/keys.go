@@ -7,6 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,10 +21,14 @@ import (
 )
 
 // openService opens the configured store (migrating it when AUTO_MIGRATE
-// is on) for the one-shot commands.
+// is on) for the one-shot commands. They never create a database: in the
+// wrong folder they would report an empty one.
 func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	cfg, err := loadConfig(e, false)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := databaseExists(cfg.DatabaseURL); err != nil {
 		return nil, nil, err
 	}
 	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate, store.Options{MaxConns: 2})
@@ -30,6 +37,22 @@ func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	}
 	cfg.InstanceID = "cli"
 	return newService(cfg, st, newLogger(cfg, e.stderr)), func() { st.Close() }, nil
+}
+
+// databaseExists refuses a SQLite DATABASE_URL whose file does not exist:
+// only serve and migrate create a database.
+func databaseExists(databaseURL string) error {
+	kind, path, err := store.Parse(databaseURL)
+	if err != nil || kind != store.SQLiteKind {
+		return err
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil // an unreadable file gets the store's own error
+	}
+	if !filepath.IsAbs(path) && !strings.HasPrefix(path, ".") {
+		path = "./" + path
+	}
+	return fmt.Errorf("no database at %s; set DATABASE_URL or run from the folder that holds it ('felix migrate' creates a new one)", path)
 }
 
 // subcommand is one "felix keys" subcommand: its arguments, what it does,
@@ -189,7 +212,7 @@ func keysCmd(ctx context.Context, e env, args []string) error {
 	summary.WriteString("\nRun 'felix keys <subcommand> --help' for its flags; every subcommand takes --json.")
 	fs := newFlags(e, "keys", "<subcommand> [flags] [args]", summary.String(), []string{"DATABASE_URL", "AUTO_MIGRATE"})
 	asJSON := fs.Bool("json", false, "print JSON (also accepted after the subcommand)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -212,7 +235,7 @@ func (sc subcommand) run(ctx context.Context, e env, args []string, asJSONDefaul
 	fs := newFlags(e, "keys "+sc.name, sc.args+" [--json]", sc.summary+".", []string{"DATABASE_URL", "AUTO_MIGRATE"})
 	asJSON := fs.Bool("json", asJSONDefault, "print JSON instead of a table")
 	do := sc.flags(fs)
-	positional, err := parseInterspersed(fs, args)
+	positional, err := parseInterspersed(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -230,10 +253,10 @@ func (sc subcommand) run(ctx context.Context, e env, args []string, asJSONDefaul
 
 // parseInterspersed parses flags that come before, between or after the
 // positional arguments, which it returns.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseInterspersed(e env, fs *flag.FlagSet, args []string) ([]string, error) {
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(e, fs, args); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
@@ -359,7 +382,7 @@ func statsCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "stats", "[--days N] [--json]", "Print site statistics: total generations, today's, and the daily history.", []string{"DATABASE_URL", "STATS_TIMEZONE"})
 	days := fs.Int("days", 30, "how many days of history")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	svc, closeStore, err := openService(ctx, e)

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -21,22 +22,27 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
-	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errUsage):
-		os.Exit(2)
-	default:
-		fmt.Fprintln(os.Stderr, "felix:", err)
-		os.Exit(1)
-	}
+	code := exitCode(run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr), os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// errUsage means the usage was printed already.
+// errUsage means the usage was printed already, to stderr.
 var errUsage = errors.New("usage")
+
+// exitCode prints err unless it was printed already and returns the
+// process's exit status: 0 for success and --help, 2 for a usage error, 1
+// for any other failure.
+func exitCode(err error, stderr io.Writer) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintln(stderr, "felix:", err)
+	return 1
+}
 
 // env is what a command may see of the process.
 type env struct {
@@ -68,11 +74,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 
 // dispatch runs the command args name.
 func dispatch(ctx context.Context, e env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		usage(e.stderr)
+		return errUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(e.stdout)
-		if len(args) == 0 {
-			return errUsage
-		}
 		return nil
 	}
 	for _, c := range commands {
@@ -80,8 +87,9 @@ func dispatch(ctx context.Context, e env, args []string) error {
 			return c.run(ctx, e, args[1:])
 		}
 	}
+	fmt.Fprintf(e.stderr, "felix: unknown command %q\n\n", args[0])
 	usage(e.stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	return errUsage
 }
 
 func usage(w io.Writer) {
@@ -114,9 +122,28 @@ func newFlags(e env, name, args, summary string, vars []string) *flag.FlagSet {
 	return fs
 }
 
+// parseFlags parses a command's flags: --help prints its usage to stdout
+// (flag.ErrHelp, exit 0); a bad flag prints the problem and the usage to
+// stderr (errUsage, exit 2).
+func parseFlags(e env, fs *flag.FlagSet, args []string) error {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	fs.SetOutput(e.stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		out.WriteTo(e.stdout)
+		return flag.ErrHelp
+	case err != nil:
+		out.WriteTo(e.stderr)
+		return errUsage
+	}
+	return nil
+}
+
 func versionCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "version", "", "Print Felix's version and build.", nil)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "felix", version())

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,33 +20,191 @@ import (
 	"github.com/felix-gateway/felix/internal/syncbuf"
 )
 
-// runFelix runs the command line with only the given environment and
-// returns its output.
-func runFelix(t *testing.T, environ map[string]string, args ...string) (stdout, stderr string, err error) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	lookup := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
-	e := env{lookup: lookup, stdout: &out, stderr: &errOut, dir: t.TempDir()}
-	err = dispatch(context.Background(), e, args)
-	return out.String(), errOut.String(), err
+// result is what one command line did.
+type result struct {
+	stdout, stderr string
+	code           int // the exit status main gives
+	err            error
 }
 
+// felixIn runs the command line as main does, with dir as the working
+// directory and only the given environment.
+func felixIn(t *testing.T, dir string, environ map[string]string, args ...string) result {
+	t.Helper()
+	t.Chdir(dir)
+	var out, errOut bytes.Buffer
+	lookup := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
+	// A bound, so that a command that should have failed but serves ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := run(ctx, args, lookup, &out, &errOut)
+	code := exitCode(err, &errOut)
+	return result{out.String(), errOut.String(), code, err}
+}
+
+// runFelix runs the command line in an empty folder with only the given
+// environment and returns its output.
+func runFelix(t *testing.T, environ map[string]string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	r := felixIn(t, t.TempDir(), environ, args...)
+	return r.stdout, r.stderr, r.err
+}
+
+// TestHelp: every --help prints to stdout and exits 0; a usage error
+// prints to stderr and exits 2.
 func TestHelp(t *testing.T) {
-	out, _, err := runFelix(t, nil, "--help")
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := felixIn(t, t.TempDir(), nil, "--help")
 	for _, c := range commands {
-		if !strings.Contains(out, c.name) {
+		if !strings.Contains(r.stdout, c.name) {
 			t.Errorf("felix --help does not list %s", c.name)
 		}
 	}
-	_, errOut, err := runFelix(t, nil, "serve", "--help")
-	if err == nil || !strings.Contains(errOut, "TARGET_API_DOMAIN") || !strings.Contains(errOut, "--addr") {
-		t.Errorf("serve --help: got %v and %q; want flag.ErrHelp and every variable", err, errOut)
+	for _, args := range [][]string{
+		{"--help"}, {"-h"}, {"help"},
+		{"serve", "--help"}, {"serve", "-h"}, {"demo", "--help"}, {"migrate", "--help"}, {"stats", "--help"}, {"version", "--help"},
+		{"keys", "--help"}, {"keys", "create", "--help"}, {"keys", "list", "-h"}, {"keys", "--json", "show", "--help"},
+	} {
+		r := felixIn(t, t.TempDir(), nil, args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Usage: felix") || r.stderr != "" {
+			t.Errorf("felix %s: got exit %d, stdout %q, stderr %q; want exit 0 and the usage on stdout only",
+				strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
 	}
-	if _, _, err := runFelix(t, nil, "nope"); err == nil || !strings.Contains(err.Error(), `unknown command "nope"`) {
-		t.Errorf("unknown command: got %v", err)
+	if r := felixIn(t, t.TempDir(), nil, "serve", "--help"); !strings.Contains(r.stdout, "TARGET_API_DOMAIN") || !strings.Contains(r.stdout, "--addr") {
+		t.Errorf("serve --help: got %q, want every flag and variable", r.stdout)
+	}
+	for _, args := range [][]string{
+		{}, {"nope"}, {"serve", "--bogus"}, {"stats", "--days", "many"}, {"version", "-x"},
+		{"keys"}, {"keys", "frob"}, {"keys", "create", "extra"}, {"keys", "show"}, {"keys", "set", "fx_k"}, {"keys", "list", "--limit", "x"},
+	} {
+		r := felixIn(t, t.TempDir(), nil, args...)
+		if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, "Usage: felix") {
+			t.Errorf("felix %s: got exit %d, stdout %q, stderr %q; want exit 2 and the usage on stderr only",
+				strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := felixIn(t, t.TempDir(), nil, "nope"); !strings.Contains(r.stderr, `unknown command "nope"`) {
+		t.Errorf("unknown command: got %q", r.stderr)
+	}
+}
+
+// TestOneShotCommandsNeedADatabase: keys and stats in a folder without the
+// database refuse with one sentence and create nothing; only serve and
+// migrate create a database.
+func TestOneShotCommandsNeedADatabase(t *testing.T) {
+	for _, tc := range []struct {
+		databaseURL string // "" leaves DATABASE_URL unset; ABS is an absolute path
+		shown       string
+	}{
+		{"", "./felix.db"},
+		{"felix.db", "./felix.db"},
+		{"./data/felix.db", "./data/felix.db"},
+		{"sqlite:other.db", "./other.db"},
+		{"ABS", "ABS"},
+		{"sqlite://ABS", "ABS"},
+	} {
+		for _, args := range [][]string{
+			{"stats"}, {"keys", "list"}, {"keys", "create", "--calls", "5"}, {"keys", "show", "fx_k"}, {"keys", "set", "fx_k", "3"},
+			{"serve", "--no-migrate", "--addr", "127.0.0.1:0"},
+		} {
+			dir, elsewhere := t.TempDir(), t.TempDir()
+			abs := filepath.Join(elsewhere, "missing.db")
+			environ := map[string]string{"TARGET_API_DOMAIN": "http://127.0.0.1:9"}
+			if tc.databaseURL != "" {
+				environ["DATABASE_URL"] = strings.Replace(tc.databaseURL, "ABS", abs, 1)
+			}
+			r := felixIn(t, dir, environ, args...)
+			want := "felix: no database at " + strings.Replace(tc.shown, "ABS", abs, 1) + "; set DATABASE_URL or run from the folder that holds it"
+			if r.code != 1 || !strings.HasPrefix(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("DATABASE_URL=%q felix %s: got exit %d, stderr %q; want exit 1 and one line starting %q",
+					environ["DATABASE_URL"], strings.Join(args, " "), r.code, r.stderr, want)
+			}
+			for _, d := range []string{dir, elsewhere} {
+				if entries, _ := os.ReadDir(d); len(entries) != 0 {
+					t.Errorf("DATABASE_URL=%q felix %s: created %s", environ["DATABASE_URL"], strings.Join(args, " "), entries[0].Name())
+				}
+			}
+		}
+	}
+}
+
+// TestServeOnBusyPort: serve binds its address before it creates or
+// migrates anything, so a busy port leaves no database behind.
+func TestServeOnBusyPort(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	r := felixIn(t, dir, map[string]string{"TARGET_API_DOMAIN": "http://127.0.0.1:9"}, "serve", "--addr", busy.Addr().String())
+	if want := "felix: listen on " + busy.Addr().String(); r.code != 1 || !strings.HasPrefix(r.stderr, want) || !strings.Contains(r.stderr, "set PORT or --addr to a free port") {
+		t.Errorf("serve on a busy port: got exit %d, stderr %q; want exit 1 and %q… a free port", r.code, r.stderr, want)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("serve on a busy port created %s", entries[0].Name())
+	}
+}
+
+// TestBareDatabasePath: DATABASE_URL may name the SQLite file as a plain
+// path, relative or absolute, before it exists: serve and migrate create
+// it, keys and stats then use it.
+func TestBareDatabasePath(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	environ := map[string]string{"DATABASE_URL": "./data/felix.db", "TARGET_API_DOMAIN": "http://127.0.0.1:9", "LOG_FORMAT": "json"}
+
+	// serve creates ./data/felix.db, relative to the working directory.
+	t.Chdir(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncbuf.Buffer
+	lookup := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, lookup, io.Discard, &logs) }()
+	var addr string
+	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
+		for line := range strings.Lines(logs.String()) {
+			var rec struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "felix listening" {
+				addr = rec.Addr
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve with DATABASE_URL=./data/felix.db stopped: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve with DATABASE_URL=./data/felix.db did not start within 30s:\n%s", logs.String())
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /readyz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve stopped with %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "felix.db")); err != nil {
+		t.Errorf("no database file after serve: %v", err)
+	}
+	if r := felixIn(t, dir, environ, "keys", "create", "--calls", "2"); r.code != 0 || !strings.Contains(r.stdout, "fx_") {
+		t.Errorf("keys create on the file serve created: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// migrate creates an absolute path, as /var/lib/felix/felix.db.
+	abs := map[string]string{"DATABASE_URL": filepath.Join(t.TempDir(), "felix.db")}
+	if r := felixIn(t, t.TempDir(), abs, "migrate"); r.code != 0 || !strings.Contains(r.stdout, "migrations applied (sqlite)") {
+		t.Fatalf("migrate: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := felixIn(t, t.TempDir(), abs, "stats"); r.code != 0 || !strings.Contains(r.stdout, "Total generations: 0") {
+		t.Errorf("stats after migrate: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 }
 
@@ -76,6 +235,7 @@ func TestKeysAndStats(t *testing.T) {
 		}
 		return out
 	}
+	felix("migrate")
 	var created struct {
 		ID             int64
 		APIKey         string

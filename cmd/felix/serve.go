@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		"Run the gateway: POST /api/generate, the key API, /api/stats, /test, /healthz, /readyz.\nStops gracefully on SIGTERM or Ctrl+C: in-flight calls finish and are settled.", allVars())
 	addr := fs.String("addr", "", "listen address, e.g. 127.0.0.1:8080 (overrides PORT)")
 	noMigrate := fs.Bool("no-migrate", false, "do not apply migrations at start (same as AUTO_MIGRATE=false)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(e, true)
@@ -35,17 +36,19 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		cfg.Addr = *addr
 	}
 	log := newLogger(cfg, e.stderr)
+	// Listen first: a busy port fails before anything is created or
+	// migrated, and holding the address proves that the previous process
+	// of the same name is gone before this one releases its calls.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (set PORT or --addr to a free port)", cfg.Addr, err)
+	}
+	defer ln.Close()
 	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate && !*noMigrate, store.Options{})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	// Listen before releasing this instance's old calls: holding the
-	// address proves the previous process of the same name is gone.
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w (set PORT or --addr to a free port)", cfg.Addr, err)
-	}
 	if cfg.InstanceID == "" {
 		host, _ := os.Hostname()
 		cfg.InstanceID = host + ":" + portOf(ln.Addr())
@@ -61,12 +64,14 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 }
 
 // openStore opens the store of databaseURL, applying the migrations first
-// when migrate is set.
+// when migrate is set. Only migrating creates a SQLite file.
 func openStore(ctx context.Context, databaseURL string, migrate bool, o store.Options) (store.Store, error) {
 	if migrate {
 		if err := store.Migrate(ctx, databaseURL); err != nil {
 			return nil, err
 		}
+	} else if err := databaseExists(databaseURL); err != nil {
+		return nil, err
 	}
 	return store.Open(ctx, databaseURL, o)
 }
@@ -154,12 +159,16 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	go svc.RunPrune(recovery, cfg.UsageRetention, pruneInterval)
 
 	served := make(chan error, 1)
+	ln = &closeOnce{Listener: ln}
 	go func() { served <- hs.Serve(ln) }()
 	select {
 	case err := <-served:
 		return err
 	case <-ctx.Done():
 	}
+	// Stop accepting before saying so: once the line is logged, a new
+	// connection is refused. Shutdown closes ln again, harmlessly.
+	ln.Close()
 	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
 	drain, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -172,11 +181,24 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// closeOnce is a listener that may be closed more than once; only the
+// first Close closes it.
+type closeOnce struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *closeOnce) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
 }
 
 func portOf(a net.Addr) string {
@@ -208,7 +230,7 @@ func printVars(w io.Writer, names []string) {
 
 func migrateCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "migrate", "", "Apply the database migrations embedded in the binary, then exit.\nSafe to run from several instances at once on PostgreSQL (they take turns).", []string{"DATABASE_URL"})
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(e, false)

@@ -22,7 +22,7 @@ func usageCmd(ctx context.Context, e env, args []string) error {
 	limit := fs.Int("limit", 100, "how many calls at most (0 for all)")
 	asCSV := fs.Bool("csv", false, "print CSV (the columns of GET /api/usage.csv)")
 	asJSON := fs.Bool("json", false, "print JSON, one call per line")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -86,7 +86,7 @@ func booksCmd(ctx context.Context, e env, args []string) error {
 		"Check the books from the store alone: for every key, the sum of its events minus the units it used is its\n"+
 			"remaining calls, and its daily history adds up to its successful calls; the site's daily history adds up\n"+
 			"to every key's successful calls. Prints each discrepancy and exits 1 if there is any.", []string{"DATABASE_URL", "AUTO_MIGRATE"})
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(e, fs, args); err != nil {
 		return err
 	}
 	svc, closeStore, err := openService(ctx, e)

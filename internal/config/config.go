@@ -55,7 +55,7 @@ type Var struct {
 // Vars lists every variable Load reads, in a stable order for --help and the
 // README. Load takes its defaults from here, so do not modify it.
 var Vars = []Var{
-	{"DATABASE_URL", "", "postgres://… for PostgreSQL, sqlite:PATH or file:PATH for SQLite; empty means SQLite at ./felix.db"},
+	{"DATABASE_URL", "", "postgres://… for PostgreSQL; a file path (./data/felix.db) or sqlite:PATH for SQLite; empty means SQLite at ./felix.db"},
 	{"TARGET_API_DOMAIN", "", "base URL of the image API, e.g. https://gpu.example.com (required by serve)"},
 	{"TARGET_API_PATH", "/api/generate", "path of the generate endpoint on the target"},
 	{"TARGET_API_KEY", "", "secret sent to the target; never logged or returned to clients"},
@@ -223,31 +223,19 @@ func (e *env) fail(format string, args ...any) {
 // databaseURL never repeats the value in its errors: it may hold a password.
 func (e *env) databaseURL() string {
 	const name = "DATABASE_URL"
-	const example = "use e.g. DATABASE_URL=postgres://felix:secret@localhost:5432/felix or DATABASE_URL=sqlite:/var/lib/felix/felix.db"
+	const example = "use e.g. DATABASE_URL=postgres://felix:secret@localhost:5432/felix or DATABASE_URL=/var/lib/felix/felix.db"
 	s := e.get(name)
-	// store.Parse decides which store a URL selects; this only adds the
-	// checks that give an operator a precise message.
-	kind, dsn, err := store.Parse(s)
-	u, urlErr := url.Parse(s)
-	switch {
-	case err == nil && kind == store.SQLiteKind:
-		switch {
-		case dsn == "":
-			e.fail("%s names no SQLite file: %s", name, example)
-		case strings.ContainsAny(dsn, "?#"):
-			e.fail("%s has SQLite options after the file name, but Felix sets them itself: %s", name, example)
+	// store.Parse decides what a DATABASE_URL means, and says why when it
+	// means nothing.
+	if _, _, err := store.Parse(s); err != nil {
+		var ue *store.URLError
+		if !errors.As(err, &ue) {
+			ue = &store.URLError{Problem: "selects no store"}
 		}
-		return s
-	case err == nil && urlErr == nil:
-		return s // PostgreSQL
-	case err == nil:
-		e.fail("%s is not a valid URL (percent-encode special characters in the password): %s", name, example)
-	case urlErr == nil && u.Scheme != "":
-		e.fail("%s has the unsupported scheme %q: %s", name, u.Scheme, example)
-	default:
-		e.fail("%s is neither a PostgreSQL URL nor a SQLite file: %s", name, example)
+		e.fail("%s %s: %s", name, ue.Problem, example)
+		return ""
 	}
-	return ""
+	return s
 }
 
 func (e *env) targetURL(required bool) *url.URL {

@@ -126,7 +126,11 @@ func TestLoadBadValue(t *testing.T) {
 		want        string // in the error, besides the name
 	}{
 		{"DATABASE_URL", "mysql://u:p@h/db", "DATABASE_URL=postgres://"},
-		{"DATABASE_URL", "felix.db", "DATABASE_URL=sqlite:"},
+		{"DATABASE_URL", "mysql://u:p@h/db", `unsupported scheme "mysql"`},
+		{"DATABASE_URL", "http://db.example.com/felix", `unsupported scheme "http"`},
+		{"DATABASE_URL", "localhost:5432/felix", "postgres://"},
+		{"DATABASE_URL", "host=db user=felix", "key=value"},
+		{"DATABASE_URL", "/var/lib/felix/", "folder"},
 		{"DATABASE_URL", "sqlite:", "names no SQLite file"},
 		{"DATABASE_URL", "file:felix.db?mode=ro", "Felix sets them itself"},
 		{"DATABASE_URL", "postgres://u:p#ss@h/db", "percent-encode"},
@@ -219,6 +223,17 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	for i, prefix := range want {
 		if !strings.HasPrefix(lines[i], prefix) {
 			t.Errorf("line %d: got %q, want it to start with %q", i+1, lines[i], prefix)
+		}
+	}
+}
+
+// TestLoadDatabaseFile: a SQLite file may be named as operators write
+// it, as a bare path, whether it exists yet or not.
+func TestLoadDatabaseFile(t *testing.T) {
+	for _, v := range []string{"./data/felix.db", "/var/lib/felix/felix.db", "felix.db", "sqlite:/var/lib/felix/felix.db", "file:felix.db"} {
+		c, err := Load(envOf(map[string]string{"DATABASE_URL": v}), t.TempDir(), false)
+		if err != nil || c.DatabaseURL != v {
+			t.Errorf("DATABASE_URL=%s: got %q, %v; want it accepted", v, c.DatabaseURL, err)
 		}
 	}
 }

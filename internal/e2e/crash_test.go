@@ -52,7 +52,8 @@ func TestCrashRecovery(t *testing.T) {
 		for round := range rounds + 1 {
 			deadlineRound := round == rounds
 			if deadlineRound {
-				// Slower answers, so that calls are surely open at the kill.
+				// Only 200s, so that no release of a failed call can
+				// outlive the process and pass for an early release.
 				tgt.setPlan(func(r *rand.Rand) (time.Duration, int) {
 					return time.Duration(50+r.IntN(100)) * time.Millisecond, http.StatusOK
 				})
@@ -73,7 +74,14 @@ func TestCrashRecovery(t *testing.T) {
 			}
 			setTo := int64(100 + rng.IntN(3000))
 
-			st := loadUntilKill(t, f, books, seed+uint64(round)*7919, killAfter, func() {
+			// The deadline rule needs calls open at the kill: in that
+			// round the target holds its answers back from killAfter on,
+			// and the kill waits until it holds one.
+			var holder *fakeTarget
+			if deadlineRound {
+				holder = tgt
+			}
+			st := loadUntilKill(t, f, books, seed+uint64(round)*7919, killAfter, holder, func() {
 				if setAfter < 0 {
 					return
 				}
@@ -173,8 +181,10 @@ type loadStats struct {
 
 // loadUntilKill drives 16 workers against f, SIGKILLs f after killAfter
 // (and after during has returned, so that an admin change made during the
-// load has its answer), and returns once every worker has stopped.
-func loadUntilKill(t *testing.T, f *felix, books []*book, seed uint64, killAfter time.Duration, during func()) loadStats {
+// load has its answer), and returns once every worker has stopped. With a
+// holder, the kill also waits until that target holds an answer back, so
+// that at least one call is surely open when felix dies.
+func loadUntilKill(t *testing.T, f *felix, books []*book, seed uint64, killAfter time.Duration, holder *fakeTarget, during func()) loadStats {
 	t.Helper()
 	const workers = 16
 	const maxPerWorker = 2000
@@ -225,6 +235,13 @@ func loadUntilKill(t *testing.T, f *felix, books []*book, seed uint64, killAfter
 	go func() { during(); close(duringDone) }()
 	time.Sleep(killAfter)
 	<-duringDone
+	if holder != nil {
+		holder.hold()
+		defer holder.release()
+		if err := holder.waitHeld(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.kill()
 	killedAt := time.Now()
 	stopped.Store(true)

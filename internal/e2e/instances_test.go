@@ -105,7 +105,7 @@ func TestThreeInstances(t *testing.T) {
 	// starts again on the same port while clients keep going. Requests it
 	// refuses are retried elsewhere; no request that was accepted may fail.
 	t.Run("rolling restart", func(t *testing.T) {
-		const workers, duration = 12, 3 * time.Second
+		const workers = 12
 		b := createKey(t, admin, nodes[0].URL, "rolling", 1_000_000)
 		books = append(books, b)
 		hitsBefore := tgt.hits.Load()
@@ -130,7 +130,9 @@ func TestThreeInstances(t *testing.T) {
 			}
 			badMu.Unlock()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), duration)
+		// The load runs until the restarted instance has served, within
+		// a bound.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		// The restarted victim listens on the same address.
 		urls := make([]string, len(nodes))
@@ -140,7 +142,10 @@ func TestThreeInstances(t *testing.T) {
 		var wg sync.WaitGroup
 		for range workers {
 			wg.Go(func() {
-				for ctx.Err() == nil {
+				for range 5000 {
+					if ctx.Err() != nil {
+						return
+					}
 					n := int(next.Add(1) % int64(len(nodes)))
 					for attempt := 0; ; attempt++ {
 						// Not ctx: a request in flight at the end must finish.
@@ -169,7 +174,10 @@ func TestThreeInstances(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(duration / 3)
+		// Load on all three (round robin) before the victim stops ...
+		if err := waitUntil(15*time.Second, func() bool { return b.seen200.Load() >= 60 }); err != nil {
+			t.Fatalf("load before the restart: %v (%d × 200)", err, b.seen200.Load())
+		}
 		down.Store(true)
 		stopAt := time.Now()
 		nodes[victim].interrupt()
@@ -182,6 +190,11 @@ func TestThreeInstances(t *testing.T) {
 		restarted.Store(true)
 		down.Store(false)
 		back := time.Since(stopAt)
+		// ... and the restarted one serves its share again.
+		if err := waitUntil(15*time.Second, func() bool { return afterBack.Load() >= 20 }); err != nil {
+			t.Errorf("the restarted instance answered %d requests, want 20: %v", afterBack.Load(), err)
+		}
+		cancel()
 		wg.Wait()
 		hits := tgt.hits.Load() - hitsBefore
 		t.Logf("rolling restart of instance %d: exited in %s, ready again %s after SIGTERM; %d × 200 (%d from the restarted instance), %d refused and retried, %d cut before any answer and retried, %d bad; target saw %d",
@@ -189,9 +202,6 @@ func TestThreeInstances(t *testing.T) {
 			notSent.Load(), cut.Load(), bad.Load(), hits)
 		if n := bad.Load(); n > 0 {
 			t.Errorf("%d requests failed on an open connection or got an error answer, e.g. %v", n, badS)
-		}
-		if afterBack.Load() == 0 {
-			t.Errorf("the restarted instance answered no request")
 		}
 		// Nothing was cut while being served: every call the target saw
 		// reached a client, and was charged once.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,8 +36,24 @@ func TestStoreOutage(t *testing.T) {
 	admin := newClient(t)
 	b := createKey(t, admin, f.URL, "outage", 100_000)
 
-	// Background load through the whole test.
-	ctx, stopLoad := context.WithTimeout(context.Background(), 30*time.Second)
+	// Background load through the whole test. The answers to requests
+	// sent and answered while the store was cut are kept for the checks.
+	var (
+		cut          atomic.Bool // set after the cut, cleared before the restore
+		cutMu        sync.Mutex
+		whileCut     []answer
+		loadWhileCut atomic.Int64
+	)
+	keepIfCut := func(a answer, sentWhileCut bool) bool {
+		if !sentWhileCut || !cut.Load() {
+			return false
+		}
+		cutMu.Lock()
+		whileCut = append(whileCut, a)
+		cutMu.Unlock()
+		return true
+	}
+	ctx, stopLoad := context.WithTimeout(context.Background(), 60*time.Second)
 	defer stopLoad()
 	hc := newClient(t)
 	var wg sync.WaitGroup
@@ -46,19 +63,27 @@ func TestStoreOutage(t *testing.T) {
 				if ctx.Err() != nil {
 					return
 				}
+				sentWhileCut := cut.Load()
 				a := generate(context.Background(), hc, f.URL, b.key)
 				b.record(a)
+				if keepIfCut(a, sentWhileCut) {
+					loadWhileCut.Add(1)
+				}
 				if a.status != http.StatusOK {
 					time.Sleep(10 * time.Millisecond) // no busy loop during the outage
 				}
 			}
 		})
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := waitUntil(15*time.Second, func() bool { return b.seen200.Load() >= 20 }); err != nil {
+		t.Fatalf("load before the cut: %v (%s)", err, b)
+	}
 	okBefore := b.seen200.Load()
 
 	proxy.cut()
+	cut.Store(true)
 	cutAt := time.Now()
+	hitsAtCut := tgt.hits.Load()
 	tally(store.PostgresKind, func(r *tallyRow) { r.faults++ })
 	ready := func() (int, string) {
 		var e struct{ Code string }
@@ -76,50 +101,65 @@ func TestStoreOutage(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	notReadyAfter := time.Since(cutAt)
-	// Calls admitted just before the cut may still be forwarded; after
-	// that nothing may reach the target.
-	time.Sleep(200 * time.Millisecond)
-	hitsAtOutage := tgt.hits.Load()
+	// Probe until both the probes and the background load have sent
+	// enough requests inside the outage.
 	const probes = 20
 	var slowest time.Duration
-	for i := range probes {
+	for i := 0; i < probes || loadWhileCut.Load() < 5*probes; i++ {
+		if i == 1000 || time.Since(cutAt) > 15*time.Second {
+			t.Fatalf("the background load sent only %d requests in %d probes' time during the outage", loadWhileCut.Load(), i)
+		}
 		a := generate(context.Background(), hc, f.URL, b.key)
 		b.record(a)
+		keepIfCut(a, true)
 		slowest = max(slowest, a.took)
-		if a.status != http.StatusServiceUnavailable || a.code != "store_unavailable" || a.settleFailed() {
-			t.Errorf("generate %d during the outage: got %v, want 503 store_unavailable, not forwarded", i, a)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	if code, errCode := ready(); code != http.StatusServiceUnavailable || errCode != "store_unavailable" {
 		t.Errorf("/readyz at the end of the outage: got %d %q, want 503 store_unavailable", code, errCode)
 	}
-	hitsDuringOutage := tgt.hits.Load() - hitsAtOutage
-	if hitsDuringOutage != 0 {
-		t.Errorf("the target received %d requests while felix could not record reservations", hitsDuringOutage)
-	}
+	cut.Store(false)
+	hitsWhileCut := tgt.hits.Load() - hitsAtCut
 	outage := time.Since(cutAt)
-
 	proxy.restore()
+
+	// Every request sent and answered while the store was cut got 503
+	// store_unavailable and never reached the target. (Calls admitted
+	// just before the cut may still reach it: hitsWhileCut.)
+	cutMu.Lock()
+	answered := whileCut
+	cutMu.Unlock()
+	forwarded := 0
+	for _, a := range answered {
+		if a.status != http.StatusServiceUnavailable || a.code != "store_unavailable" || a.settleFailed() {
+			t.Errorf("a request sent during the outage: got %v, want 503 store_unavailable, not forwarded", a)
+		}
+		if a.reqID == "" || tgt.received(a.reqID) {
+			forwarded++
+		}
+	}
+	if forwarded > 0 {
+		t.Errorf("%d of the %d requests sent while felix could not record reservations reached the target (or had no request ID)", forwarded, len(answered))
+	}
+
 	recovered := waitRecovery(t, hc, f, b, "the database came back")
 	if code, errCode := ready(); code != http.StatusOK {
 		t.Errorf("/readyz after recovery: got %d %q, want 200", code, errCode)
 	}
+	// The background load recovers too, by itself.
 	okAfterRestore := b.seen200.Load()
-	time.Sleep(500 * time.Millisecond)
+	if err := waitUntil(15*time.Second, func() bool { return b.seen200.Load() > okAfterRestore }); err != nil {
+		t.Errorf("the background load got no 200 after the recovery: %v", err)
+	}
 	stopLoad()
 	wg.Wait()
-	if b.seen200.Load() == okAfterRestore {
-		t.Errorf("no request succeeded in the 500ms after recovery")
-	}
 	if f.cmd.Process.Pid != pid || !f.running() {
 		t.Fatalf("felix process %d is gone: it must recover without a restart", pid)
 	}
 	// Calls whose settle failed in the outage stay open until their deadline.
 	wait := l.waitNoOpenCalls(t, 10*time.Second)
-	t.Logf("outage of %s: /readyz 503 after %s, %d probes answered 503 store_unavailable (slowest %s), target hits during the outage %d; 200 again %s after restore; open calls resolved %s later; %d × 200 before the cut, %d in all; %s",
-		outage.Round(time.Millisecond), notReadyAfter.Round(time.Millisecond), probes, slowest.Round(time.Millisecond),
-		hitsDuringOutage, recovered.Round(time.Millisecond), wait.Round(time.Millisecond), okBefore, b.seen200.Load(), b)
+	t.Logf("outage of %s: /readyz 503 after %s, %d requests sent and answered during it, all 503 store_unavailable (slowest probe %s), target hits during the outage %d (admitted before the cut); 200 again %s after restore; open calls resolved %s later; %d × 200 before the cut, %d in all; %s",
+		outage.Round(time.Millisecond), notReadyAfter.Round(time.Millisecond), len(answered), slowest.Round(time.Millisecond),
+		hitsWhileCut, recovered.Round(time.Millisecond), wait.Round(time.Millisecond), okBefore, b.seen200.Load(), b)
 	if n := b.lost.Load(); n != 0 {
 		t.Errorf("%d requests ended in a transport error: felix must answer during an outage", n)
 	}
@@ -220,6 +260,16 @@ func waitRecovery(t *testing.T, hc *http.Client, f *felix, b *book, what string)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitUntil polls cond until it holds, for at most timeout.
+func waitUntil(timeout time.Duration, cond func() bool) error {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("condition not met within %s", timeout)
+		}
+	}
+	return nil
 }
 
 // proxiedDatabase returns a fresh PostgreSQL schema's URL, the same URL

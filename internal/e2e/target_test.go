@@ -34,19 +34,59 @@ func always200(delay time.Duration) plan {
 type fakeTarget struct {
 	srv  *httptest.Server
 	hits atomic.Int64 // requests received
+	held atomic.Int64 // requests whose answer is held back (see hold)
 	mu   sync.Mutex
 	rng  *rand.Rand
 	plan plan
+	gate chan struct{}   // non-nil while held: answers wait until it is closed
+	ids  map[string]bool // X-Request-ID of every request received
 }
 
 func newTarget(t *testing.T, seed uint64, p plan) *fakeTarget {
-	ft := &fakeTarget{rng: rand.New(rand.NewPCG(seed, 0x7a46e7)), plan: p}
+	ft := &fakeTarget{rng: rand.New(rand.NewPCG(seed, 0x7a46e7)), plan: p, ids: map[string]bool{}}
 	ft.srv = httptest.NewServer(http.HandlerFunc(ft.serve))
 	t.Cleanup(ft.srv.Close)
 	return ft
 }
 
 func (ft *fakeTarget) URL() string { return ft.srv.URL }
+
+// received reports whether a request with felix's request ID id reached
+// the target.
+func (ft *fakeTarget) received(id string) bool {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return ft.ids[id]
+}
+
+// hold makes the target keep every answer back, once its planned delay
+// is over, until release: the calls it holds are surely open in felix.
+func (ft *fakeTarget) hold() {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.gate == nil {
+		ft.gate = make(chan struct{})
+	}
+}
+
+func (ft *fakeTarget) release() {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if ft.gate != nil {
+		close(ft.gate)
+		ft.gate = nil
+	}
+}
+
+// waitHeld waits until the target holds at least one answer back.
+func (ft *fakeTarget) waitHeld(timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); ft.held.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the target held no request within %s", timeout)
+		}
+	}
+	return nil
+}
 
 func (ft *fakeTarget) setPlan(p plan) {
 	ft.mu.Lock()
@@ -57,6 +97,7 @@ func (ft *fakeTarget) setPlan(p plan) {
 func (ft *fakeTarget) serve(w http.ResponseWriter, r *http.Request) {
 	ft.hits.Add(1)
 	ft.mu.Lock()
+	ft.ids[r.Header.Get("X-Request-ID")] = true
 	delay, status := ft.plan(ft.rng)
 	ft.mu.Unlock()
 	io.Copy(io.Discard, r.Body)
@@ -64,6 +105,19 @@ func (ft *fakeTarget) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(delay):
 		case <-r.Context().Done(): // felix died or gave up
+			return
+		}
+	}
+	ft.mu.Lock()
+	gate := ft.gate
+	ft.mu.Unlock()
+	if gate != nil {
+		ft.held.Add(1)
+		select {
+		case <-gate:
+			ft.held.Add(-1)
+		case <-r.Context().Done():
+			ft.held.Add(-1)
 			return
 		}
 	}

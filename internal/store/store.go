@@ -9,6 +9,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -34,20 +35,81 @@ const (
 
 // Parse tells which store a DATABASE_URL selects and returns what that
 // store needs to open it: a connection string for PostgreSQL, a file path
-// for SQLite ("felix.db" when the URL is empty).
+// for SQLite. postgres:// and postgresql:// URLs select PostgreSQL;
+// sqlite:PATH, file:PATH and a bare file path, as operators write it
+// (./data/felix.db, /var/lib/felix/felix.db), select SQLite; "" means
+// felix.db. A value that selects neither is a *URLError saying why.
 func Parse(databaseURL string) (Kind, string, error) {
 	if databaseURL == "" {
 		return SQLiteKind, "felix.db", nil
 	}
-	scheme, rest, _ := strings.Cut(databaseURL, ":")
+	scheme, rest, ok := cutScheme(databaseURL)
+	if !ok {
+		if isKeyValue(databaseURL) {
+			return "", "", &URLError{"holds key=value connection settings, which Felix does not read"}
+		}
+		return sqlitePath(databaseURL)
+	}
 	switch strings.ToLower(scheme) {
 	case "postgres", "postgresql":
+		if _, err := url.Parse(databaseURL); err != nil {
+			return "", "", &URLError{"is not a valid URL (percent-encode special characters in the password)"}
+		}
 		return PostgresKind, databaseURL, nil
 	case "sqlite", "file":
 		// sqlite://x and sqlite:///x mean x and /x, as in URLs.
-		return SQLiteKind, strings.TrimPrefix(rest, "//"), nil
+		return sqlitePath(strings.TrimPrefix(rest, "//"))
 	}
-	return "", "", fmt.Errorf("store: DATABASE_URL %q is neither postgres://… nor sqlite:PATH", databaseURL)
+	if rest != "" && rest[0] >= '0' && rest[0] <= '9' {
+		return "", "", &URLError{"starts with a host and port but no scheme"}
+	}
+	return "", "", &URLError{fmt.Sprintf("has the unsupported scheme %q", scheme)}
+}
+
+// A URLError says why a DATABASE_URL selects no store. It never repeats
+// the value, which may hold a password.
+type URLError struct {
+	Problem string // e.g. `has the unsupported scheme "mysql"`
+}
+
+func (e *URLError) Error() string { return "store: DATABASE_URL " + e.Problem }
+
+// cutScheme splits a URL's scheme (RFC 3986: a letter, then letters,
+// digits, "+", "-" or ".") from the rest; ok is false for a value without
+// one, such as a file path.
+func cutScheme(s string) (scheme, rest string, ok bool) {
+	scheme, rest, ok = strings.Cut(s, ":")
+	if !ok || scheme == "" || !isLetter(scheme[0]) {
+		return "", "", false
+	}
+	for i := 1; i < len(scheme); i++ {
+		if c := scheme[i]; !isLetter(c) && !('0' <= c && c <= '9') && c != '+' && c != '-' && c != '.' {
+			return "", "", false
+		}
+	}
+	return scheme, rest, true
+}
+
+// isKeyValue reports a value that starts like PostgreSQL's key=value
+// connection settings ("host=db user=felix").
+func isKeyValue(s string) bool {
+	key, _, ok := strings.Cut(s, "=")
+	return ok && key != "" && !strings.ContainsFunc(key, func(r rune) bool { return !('a' <= r && r <= 'z' || r == '_') })
+}
+
+func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// sqlitePath checks the file a SQLite DATABASE_URL names.
+func sqlitePath(path string) (Kind, string, error) {
+	switch {
+	case path == "":
+		return "", "", &URLError{"names no SQLite file"}
+	case strings.ContainsAny(path, "?#"):
+		return "", "", &URLError{"has SQLite options after the file name, but Felix sets them itself"}
+	case strings.HasSuffix(path, "/"):
+		return "", "", &URLError{"names a folder, not a SQLite file"}
+	}
+	return SQLiteKind, path, nil
 }
 
 // Options tune a store. Zero values get defaults.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -294,14 +295,37 @@ func TestParse(t *testing.T) {
 		{"sqlite://x.db", store.SQLiteKind, "x.db"},
 		{"postgres://u@h/db", store.PostgresKind, "postgres://u@h/db"},
 		{"postgresql://u@h/db", store.PostgresKind, "postgresql://u@h/db"},
+		// Bare file paths, as operators write them, whether the file exists or not.
+		{"./data/felix.db", store.SQLiteKind, "./data/felix.db"},
+		{"/var/lib/felix/felix.db", store.SQLiteKind, "/var/lib/felix/felix.db"},
+		{"felix.db", store.SQLiteKind, "felix.db"},
+		{"../felix.db", store.SQLiteKind, "../felix.db"},
+		{"data/felix:v2.db", store.SQLiteKind, "data/felix:v2.db"},
 	} {
 		kind, dsn, err := store.Parse(tc.url)
 		if err != nil || kind != tc.kind || dsn != tc.dsn {
 			t.Errorf("Parse(%q) = %q, %q, %v; want %q, %q", tc.url, kind, dsn, err, tc.kind, tc.dsn)
 		}
 	}
-	if _, _, err := store.Parse("mysql://x"); err == nil {
-		t.Error("Parse(mysql://x): got nil error")
+	for _, tc := range []struct{ url, problem string }{
+		{"mysql://u:hunter2@h/db", `has the unsupported scheme "mysql"`},
+		{"http://db.example.com/felix", `has the unsupported scheme "http"`},
+		{"localhost:5432/felix", "host and port but no scheme"},
+		{"host=db user=felix password=hunter2", "key=value"},
+		{"postgres://u:p#ss@h/db", "not a valid URL"},
+		{"sqlite:", "names no SQLite file"},
+		{"file:felix.db?mode=ro", "SQLite options"},
+		{"./felix.db?mode=ro", "SQLite options"},
+		{"/var/lib/felix/", "folder"},
+	} {
+		_, _, err := store.Parse(tc.url)
+		var ue *store.URLError
+		if !errors.As(err, &ue) || !strings.Contains(ue.Problem, tc.problem) {
+			t.Errorf("Parse(%q): got %v, want a URLError saying %q", tc.url, err, tc.problem)
+		}
+		if err != nil && (strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "p#ss")) {
+			t.Errorf("Parse(%q): error %q repeats the value", tc.url, err)
+		}
 	}
 }
 
