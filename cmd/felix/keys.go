@@ -103,6 +103,7 @@ var keySubcommands = []subcommand{
 		name := fs.String("name", "", "a name for the key (owner, purpose)")
 		note := fs.String("note", "", "a note for operators")
 		expires := fs.String("expires", "", "when the key stops working, RFC 3339 (e.g. 2026-12-31T23:59:59Z)")
+		limits := policyFlags(fs)
 		return func(ctx context.Context, c keysCtx) error {
 			spec := quota.KeySpec{Key: *key, Remaining: *calls, Name: *name, Note: *note}
 			if *expires != "" {
@@ -112,6 +113,12 @@ var keySubcommands = []subcommand{
 				}
 				spec.ExpiresAt = &t
 			}
+			change, err := limits()
+			if err != nil {
+				return err
+			}
+			spec.Policies = quota.Policies{RateLimit: change.RateLimit, MaxConcurrent: change.MaxConcurrent, Refill: change.Refill}
+			spec.Policies.CostPerImage = change.CostPerImage != nil && *change.CostPerImage
 			k, full, err := c.svc.CreateKey(ctx, spec)
 			if err != nil {
 				return err
@@ -159,6 +166,17 @@ var keySubcommands = []subcommand{
 			return c.change(ctx, func(id int64) (quota.Key, error) { return c.svc.ChangeKey(ctx, id, change) })
 		}
 	}},
+	{"limits", keyArg + " [--rate N/PERIOD|none] [--max-concurrent N|none] [--cost-per-image true|false] [--refill N/PERIOD|none]",
+		"set a key's policies: rate limit, concurrency cap, cost per image, refill", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
+			limits := policyFlags(fs)
+			return func(ctx context.Context, c keysCtx) error {
+				change, err := limits()
+				if err != nil {
+					return err
+				}
+				return c.change(ctx, func(id int64) (quota.Key, error) { return c.svc.ChangeKey(ctx, id, change) })
+			}
+		}},
 	{"delete", keyArg, "delete a key: it stops working at once; its usage and events stay for the books", 1, func(fs *flag.FlagSet) func(context.Context, keysCtx) error {
 		return func(ctx context.Context, c keysCtx) error {
 			k, err := c.resolve(ctx, c.args[0])
@@ -193,6 +211,63 @@ var keySubcommands = []subcommand{
 			return tw.Flush()
 		}
 	}},
+}
+
+// policyFlags defines the flags of a key's policies and returns what reads
+// them into a change (unset flags change nothing; "none" clears).
+func policyFlags(fs *flag.FlagSet) func() (quota.KeyChange, error) {
+	rate := fs.String("rate", "", "rate limit as N/PERIOD, e.g. 60/minute (PERIOD: second, minute, hour or day), or none")
+	concurrent := fs.String("max-concurrent", "", "most calls in flight at once, or none")
+	perImage := fs.String("cost-per-image", "", "true: a call costs its batch_size; false: a call costs 1")
+	refill := fs.String("refill", "", "set remaining calls to N at each PERIOD's start, as N/PERIOD (PERIOD: day or month), or none")
+	return func() (quota.KeyChange, error) {
+		var c quota.KeyChange
+		if *rate == "none" {
+			c.ClearRateLimit = true
+		} else if *rate != "" {
+			n, per, err := perPeriod("--rate", *rate)
+			if err != nil {
+				return c, err
+			}
+			c.RateLimit = &quota.RateLimit{Requests: n, Per: per}
+		}
+		if *concurrent == "none" {
+			c.ClearMaxConcurrent = true
+		} else if *concurrent != "" {
+			n, err := strconv.ParseInt(*concurrent, 10, 64)
+			if err != nil {
+				return c, fmt.Errorf("--max-concurrent %q is not an integer or none", *concurrent)
+			}
+			c.MaxConcurrent = &n
+		}
+		if *perImage != "" {
+			b, err := strconv.ParseBool(*perImage)
+			if err != nil {
+				return c, fmt.Errorf("--cost-per-image %q is not true or false", *perImage)
+			}
+			c.CostPerImage = &b
+		}
+		if *refill == "none" {
+			c.ClearRefill = true
+		} else if *refill != "" {
+			n, every, err := perPeriod("--refill", *refill)
+			if err != nil {
+				return c, err
+			}
+			c.Refill = &quota.Refill{Calls: n, Every: every}
+		}
+		return c, nil
+	}
+}
+
+// perPeriod reads N/PERIOD.
+func perPeriod(flag, s string) (int64, string, error) {
+	num, period, ok := strings.Cut(s, "/")
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || err != nil || period == "" {
+		return 0, "", fmt.Errorf("%s %q is not N/PERIOD, e.g. 60/minute", flag, s)
+	}
+	return n, period, nil
 }
 
 func setDisabled(disabled bool) func(context.Context, keysCtx) error {
@@ -334,16 +409,37 @@ func (c keysCtx) printKeys(full string, keys ...quota.Key) error {
 		return writeIndented(c.out, out)
 	}
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tKEY\tNAME\tSTATUS\tTOTAL\tSUCCESSFUL\tREMAINING\tIN FLIGHT\tEXPIRES\tCREATED")
+	fmt.Fprintln(tw, "ID\tKEY\tNAME\tSTATUS\tTOTAL\tSUCCESSFUL\tREMAINING\tIN FLIGHT\tEXPIRES\tLIMITS\tCREATED")
 	for _, k := range out {
 		expires := "never"
 		if k.ExpiresAt != nil {
 			expires = k.ExpiresAt.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", k.ID, k.APIKey, k.Name, k.Status, k.TotalCalls, k.SuccessfulCalls,
-			k.RemainingCalls, k.ReservedCalls, expires, k.CreatedAt.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", k.ID, k.APIKey, k.Name, k.Status, k.TotalCalls, k.SuccessfulCalls,
+			k.RemainingCalls, k.ReservedCalls, expires, limitsOf(k), k.CreatedAt.Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+// limitsOf describes a key's policies in a few words ("-" for none).
+func limitsOf(k quota.Stats) string {
+	var parts []string
+	if k.RateLimit != nil {
+		parts = append(parts, fmt.Sprintf("%d/%s", k.RateLimit.Requests, k.RateLimit.Per))
+	}
+	if k.MaxConcurrent != nil {
+		parts = append(parts, fmt.Sprintf("≤%d at once", *k.MaxConcurrent))
+	}
+	if k.CostPerImage {
+		parts = append(parts, "per image")
+	}
+	if k.Refill != nil {
+		parts = append(parts, fmt.Sprintf("refill %d/%s", k.Refill.Calls, k.Refill.Every))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func writeIndented(w io.Writer, v any) error {

@@ -268,6 +268,8 @@ func TestKeysAndStats(t *testing.T) {
 	if err := json.Unmarshal([]byte(felix("keys", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].RemainingCalls != 5 {
 		t.Errorf("keys list --json (the flag after the subcommand): got %+v, %v", listed, err)
 	}
+	felix("keys", "limits", id, "--rate", "60/minute", "--max-concurrent", "2", "--cost-per-image", "true", "--refill", "100/month")
+	felix("keys", "limits", id, "--rate", "none", "--max-concurrent", "none", "--cost-per-image", "false", "--refill", "none")
 	var events []quota.Event
 	if err := json.Unmarshal([]byte(felix("keys", "events", id, "--json")), &events); err != nil {
 		t.Fatal(err)
@@ -276,8 +278,14 @@ func TestKeysAndStats(t *testing.T) {
 	for _, e := range events {
 		actions = append(actions, e.Action)
 	}
-	if got, want := strings.Join(actions, " "), "created set topup disabled enabled updated"; got != want {
+	if got, want := strings.Join(actions, " "), "created set topup disabled enabled updated updated updated"; got != want {
 		t.Errorf("keys events: got %q, want %q", got, want)
+	}
+	if out = felix("keys", "limits", id, "--rate", "60/minute", "--max-concurrent", "2", "--cost-per-image", "true", "--refill", "100/month"); !strings.Contains(out, "60/minute, ≤2 at once, per image, refill 100/month") {
+		t.Errorf("keys limits: got %q", out)
+	}
+	if out = felix("keys", "limits", id, "--rate", "none", "--max-concurrent", "none", "--cost-per-image", "false", "--refill", "none"); !strings.Contains(out, " - ") {
+		t.Errorf("keys limits cleared: got %q", out)
 	}
 	if out = felix("books"); !strings.Contains(out, "the books balance") {
 		t.Errorf("books: got %q", out)

@@ -121,7 +121,10 @@ func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Serv
 		Owner:    cfg.InstanceID,
 		Hold:     hold(cfg),
 		Location: cfg.StatsLocation,
-		Logger:   log,
+
+		IdempotencyTTL:      cfg.IdempotencyTTL,
+		IdempotencyMaxBytes: cfg.IdempotencyMax,
+		Logger:              log,
 	})
 }
 
@@ -157,6 +160,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	defer stopRecovery()
 	go svc.RunRecovery(recovery, recoveryInterval)
 	go svc.RunPrune(recovery, cfg.UsageRetention, pruneInterval)
+	go svc.RunRefills(recovery, recoveryInterval)
 
 	served := make(chan error, 1)
 	ln = &closeOnce{Listener: ln}

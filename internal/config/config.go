@@ -43,6 +43,8 @@ type Config struct {
 	LogFormat        string         // "text" or "json"
 	AutoMigrate      bool           // serve applies migrations at start
 	UsageRetention   time.Duration  // how long the usage log keeps a call; 0 keeps them forever
+	IdempotencyTTL   time.Duration  // how long an Idempotency-Key is remembered
+	IdempotencyMax   int64          // largest answer kept for replaying an Idempotency-Key
 }
 
 // Var describes one environment variable Felix reads.
@@ -75,6 +77,8 @@ var Vars = []Var{
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 	{"AUTO_MIGRATE", "true", "serve applies database migrations at start (true or false)"},
+	{"IDEMPOTENCY_TTL", "24h", "how long an Idempotency-Key is remembered per API key (Go duration)"},
+	{"IDEMPOTENCY_MAX_BYTES", "16777216", "largest answer kept to replay a repeated Idempotency-Key; larger ones answer 409 already_succeeded"},
 	{"USAGE_RETENTION_DAYS", "90", "days the usage log keeps each call (0 keeps them forever); counters and daily totals are kept regardless"},
 }
 
@@ -130,6 +134,8 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 		LogFormat:        e.oneOf("LOG_FORMAT", "text", "json"),
 		AutoMigrate:      e.bool("AUTO_MIGRATE"),
 		UsageRetention:   e.days("USAGE_RETENTION_DAYS"),
+		IdempotencyTTL:   e.duration("IDEMPOTENCY_TTL", false),
+		IdempotencyMax:   int64(e.positiveInt("IDEMPOTENCY_MAX_BYTES")),
 	}
 	if len(e.errs) > 0 {
 		return Config{}, errors.Join(e.errs...)

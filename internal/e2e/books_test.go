@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,6 +145,7 @@ func setRemaining(hc *http.Client, base string, b *book, n int64) (change int64,
 type ledger struct {
 	db   *sql.DB
 	kind store.Kind
+	url  string // DATABASE_URL, for felix books
 }
 
 func openLedger(t testing.TB, databaseURL string) *ledger {
@@ -164,7 +166,7 @@ func openLedger(t testing.TB, databaseURL string) *ledger {
 	}
 	db.SetMaxOpenConns(2)
 	t.Cleanup(func() { db.Close() })
-	return &ledger{db: db, kind: kind}
+	return &ledger{db: db, kind: kind, url: databaseURL}
 }
 
 // param1 is the first query parameter in the store's SQL dialect.
@@ -362,6 +364,12 @@ func checkBooks(t testing.TB, l *ledger, books []*book) {
 			}
 		})
 	}()
+	// felix books proves the same from the store alone (its events).
+	cmd := exec.Command(felixBin, "books")
+	cmd.Env = []string{"DATABASE_URL=" + l.url, "AUTO_MIGRATE=false"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("felix books: %v\n%s", err, out)
+	}
 	rows := l.keys(t)
 	var sumSuccessful int64
 	for _, k := range rows {

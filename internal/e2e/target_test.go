@@ -151,6 +151,8 @@ type answer struct {
 	err    error  // transport error, including a body cut short
 	reqID  string // X-Request-ID: felix records it in calls.request_id
 	took   time.Duration
+	// replayed: felix answered from an Idempotency-Key's first answer.
+	replayed bool
 }
 
 // refused reports that the connection was refused: the request never
@@ -176,6 +178,11 @@ func (a answer) String() string {
 // generate sends one POST /api/generate with key to the felix at base and
 // reads the whole answer.
 func generate(ctx context.Context, hc *http.Client, base, key string) answer {
+	return generateWith(ctx, hc, base, key)
+}
+
+// generateWith is generate with extra headers, in name, value pairs.
+func generateWith(ctx context.Context, hc *http.Client, base, key string, headers ...string) answer {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/generate",
 		strings.NewReader(`{"prompt":"a lighthouse at dusk","width":64,"height":64,"steps":2,"model":"e2e"}`))
@@ -184,13 +191,17 @@ func generate(ctx context.Context, hc *http.Client, base, key string) answer {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+key)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return answer{err: err, took: time.Since(start)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, target: resp.Header.Get("X-Fake-Target") == "1", reqID: resp.Header.Get("X-Request-ID"), took: time.Since(start)}
+	a := answer{status: resp.StatusCode, target: resp.Header.Get("X-Fake-Target") == "1", reqID: resp.Header.Get("X-Request-ID"), took: time.Since(start),
+		replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
 	if err != nil {
 		a.err = fmt.Errorf("status %d, body cut short: %w", resp.StatusCode, err)
 		return a

@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -17,6 +18,7 @@ type KeySpec struct {
 	Note      string
 	Remaining int64
 	ExpiresAt *time.Time
+	Policies  Policies
 }
 
 // CreateKey creates a key and its "created" event. It returns the key and
@@ -34,9 +36,18 @@ func (s *Service) CreateKey(ctx context.Context, spec KeySpec) (Key, string, err
 	} else if err := ValidateKey(key); err != nil {
 		return Key{}, "", err
 	}
+	p := spec.Policies
+	if err := validatePolicies(p.RateLimit, p.MaxConcurrent, p.Refill); err != nil {
+		return Key{}, "", err
+	}
+	now := s.nowUTC()
+	if p.Refill != nil {
+		next := s.nextRefill(p.Refill.Every, now)
+		p.RefillNextAt = &next
+	}
 	k, err := s.keys.CreateKey(ctx, NewKey{
 		Hash: HashKey(key), Prefix: DisplayPrefix(key), Name: spec.Name, Note: spec.Note,
-		Remaining: spec.Remaining, ExpiresAt: utc(spec.ExpiresAt), Now: s.nowUTC(),
+		Remaining: spec.Remaining, ExpiresAt: utc(spec.ExpiresAt), Policies: p, Now: now,
 	})
 	if err != nil {
 		return Key{}, "", unavailable(err)
@@ -96,8 +107,15 @@ func (s *Service) change(ctx context.Context, ref KeyRef, c KeyChange) (Key, err
 	if c.Remaining != nil && (*c.Remaining < 0 || *c.Remaining > MaxCalls) {
 		return Key{}, fmt.Errorf("%w: remainingCalls must be from 0 to %d", ErrInvalidAmount, int64(MaxCalls))
 	}
+	if err := validatePolicies(c.RateLimit, c.MaxConcurrent, c.Refill); err != nil {
+		return Key{}, err
+	}
 	c.ExpiresAt = utc(c.ExpiresAt)
 	c.Now = s.nowUTC()
+	if c.Refill != nil {
+		next := s.nextRefill(c.Refill.Every, c.Now)
+		c.RefillNextAt = &next
+	}
 	k, err := s.keys.ChangeKey(ctx, ref, c)
 	return k, unavailableOrNil(err)
 }
@@ -143,4 +161,78 @@ func utc(t *time.Time) *time.Time {
 	}
 	u := t.UTC().Truncate(time.Microsecond)
 	return &u
+}
+
+// validatePolicies checks the policies an operator gives a key.
+func validatePolicies(rate *RateLimit, maxConcurrent *int64, refill *Refill) error {
+	if rate != nil {
+		if _, ok := RatePeriods[rate.Per]; !ok || rate.Requests < 1 || rate.Requests > MaxCalls {
+			return fmt.Errorf("%w: rateLimit must be {\"requests\": N ≥ 1, \"per\": \"second\", \"minute\", \"hour\" or \"day\"}", ErrInvalidAmount)
+		}
+	}
+	if maxConcurrent != nil && (*maxConcurrent < 1 || *maxConcurrent > MaxCalls) {
+		return fmt.Errorf("%w: maxConcurrent must be an integer ≥ 1, or null", ErrInvalidAmount)
+	}
+	if refill != nil && (refill.Calls < 0 || refill.Calls > MaxCalls || !slices.Contains(RefillPeriods, refill.Every)) {
+		return fmt.Errorf("%w: refill must be {\"calls\": N ≥ 0, \"every\": \"day\" or \"month\"}", ErrInvalidAmount)
+	}
+	return nil
+}
+
+// nextRefill is the start of the next period (day or month) after now, in
+// the statistics time zone.
+func (s *Service) nextRefill(every string, now time.Time) time.Time {
+	t := now.In(s.loc)
+	start := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, s.loc)
+	if every == "month" {
+		return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, s.loc).UTC()
+	}
+	return start.AddDate(0, 0, 1).UTC()
+}
+
+// Refill applies every refill due now: each key whose period started gets
+// its remaining calls set to its refill's calls, once, whatever the number
+// of instances (the change is conditional on the refill still being due),
+// recorded as a "refilled" event. It returns how many keys it refilled.
+func (s *Service) Refill(ctx context.Context) (int, error) {
+	now := s.nowUTC()
+	ids, err := s.keys.DueRefills(ctx, now)
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	n := 0
+	for _, id := range ids {
+		k, err := s.keys.KeyByID(ctx, id)
+		if err != nil || k.Refill == nil {
+			continue // deleted or changed meanwhile
+		}
+		next := s.nextRefill(k.Refill.Every, now)
+		after, err := s.keys.ChangeKey(ctx, KeyRef{ID: id}, KeyChange{RefillDue: true, RefillNextAt: &next, Now: now})
+		if err != nil {
+			return n, unavailable(err)
+		}
+		if after.RefillNextAt != nil && after.RefillNextAt.Equal(next) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// RunRefills applies due refills every interval until ctx ends.
+func (s *Service) RunRefills(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.Refill(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("refills failed", "err", err)
+			} else if n > 0 {
+				s.log.Info("refilled keys", "keys", n)
+			}
+		}
+	}
 }

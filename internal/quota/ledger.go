@@ -24,6 +24,8 @@ type CallRequest struct {
 	Key       string // the client's API key, in plaintext
 	BatchSize int64  // images asked for, 1 or more
 	RequestID string
+	// Idempotent is the call's claim of an Idempotency-Key, or nil.
+	Idempotent *Idempotent
 }
 
 // Reserve admits one call, durably, or returns a *RefusedError,
@@ -36,10 +38,12 @@ func (s *Service) Reserve(ctx context.Context, c CallRequest) (*Reservation, err
 	sctx, cancel := context.WithTimeout(ctx, s.storeTimeout)
 	defer cancel()
 	now := s.nowUTC()
-	const cost = 1
 	req := ReserveRequest{
-		KeyHash: HashKey(c.Key), Cost: cost, BatchSize: max(c.BatchSize, 1), Owner: s.owner, RequestID: c.RequestID,
+		KeyHash: HashKey(c.Key), BatchSize: max(c.BatchSize, 1), Owner: s.owner, RequestID: c.RequestID,
 		Start: now, Deadline: now.Add(s.hold),
+	}
+	if c.Idempotent != nil {
+		req.IdempotencyKey = c.Idempotent.key
 	}
 	for attempt := 0; ; attempt++ {
 		a, err := s.ledger.Reserve(sctx, req)
@@ -55,14 +59,14 @@ func (s *Service) Reserve(ctx context.Context, c CallRequest) (*Reservation, err
 			}
 			return r, nil
 		}
-		reason := refusal(a.Key, cost, now)
+		reason, wait := refusal(a.Key, req.BatchSize, now)
 		if reason == 0 && attempt == 0 {
 			continue // the key changed between the write and the read
 		}
 		if reason == 0 {
 			reason = Exhausted
 		}
-		return nil, &RefusedError{Reason: reason}
+		return nil, &RefusedError{Reason: reason, RetryAfter: wait}
 	}
 }
 

@@ -47,6 +47,17 @@ type Key struct {
 	LastUsedAt      *time.Time // when its last call was admitted
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+
+	// Policies (nil or false when unset).
+	RateLimit     *RateLimit
+	MaxConcurrent *int64
+	CostPerImage  bool
+	Refill        *Refill
+
+	// State of the policies, for telling why a call was refused.
+	RateTAT      int64      // GCRA theoretical arrival time of the next call, Unix µs
+	InFlight     int64      // open calls (ReservedCalls is their cost)
+	RefillNextAt *time.Time // when the next refill is due
 }
 
 // The statuses of a key.
@@ -95,18 +106,31 @@ type Stats struct {
 }
 
 // RateLimit allows Requests calls per Per ("second", "minute", "hour" or
-// "day") as a token bucket.
+// "day") as a token bucket: a burst of up to Requests, then one call every
+// Per/Requests.
 type RateLimit struct {
 	Requests int64  `json:"requests"`
 	Per      string `json:"per"`
 }
 
+// RatePeriods are the periods a RateLimit may have.
+var RatePeriods = map[string]time.Duration{"second": time.Second, "minute": time.Minute, "hour": time.Hour, "day": 24 * time.Hour}
+
+// Interval is the rate's emission interval in microseconds: the time one
+// call uses up (at least 1 µs).
+func (r RateLimit) Interval() int64 {
+	return max(RatePeriods[r.Per].Microseconds()/r.Requests, 1)
+}
+
 // Refill sets remaining calls to Calls at the start of Every ("day" or
-// "month").
+// "month"), in the statistics time zone.
 type Refill struct {
 	Calls int64  `json:"calls"`
 	Every string `json:"every"`
 }
+
+// RefillPeriods are the periods a Refill may have.
+var RefillPeriods = []string{"day", "month"}
 
 // Stats returns the key as clients see it at now, with its masked display
 // prefix.
@@ -117,6 +141,7 @@ func (k Key) Stats(now time.Time) Stats {
 		CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
 		Name: k.Name, Note: k.Note, Status: k.Status(now), ExpiresAt: k.ExpiresAt,
 		ReservedCalls: k.ReservedCalls, UsedUnits: k.UsedUnits, LastUsedAt: k.LastUsedAt,
+		RateLimit: k.RateLimit, MaxConcurrent: k.MaxConcurrent, CostPerImage: k.CostPerImage, Refill: k.Refill,
 	}
 }
 
@@ -128,19 +153,79 @@ type NewKey struct {
 	Note      string
 	Remaining int64
 	ExpiresAt *time.Time
+	Policies  Policies
 	Now       time.Time
 }
 
-// ReserveRequest asks a Ledger to admit one call of Cost for the key whose
-// hash is KeyHash, owned by Owner, to be resolved before Deadline.
+// Policies are a key's limits and rules.
+type Policies struct {
+	RateLimit     *RateLimit
+	MaxConcurrent *int64
+	CostPerImage  bool
+	Refill        *Refill
+	RefillNextAt  *time.Time // the first refill; set when Refill is
+}
+
+// ReserveRequest asks a Ledger to admit one call for the key whose hash is
+// KeyHash, owned by Owner, to be resolved before Deadline. The call costs 1,
+// or BatchSize when the key charges per image.
 type ReserveRequest struct {
 	KeyHash   string
-	Cost      int64
 	BatchSize int64
-	Owner     string
+	// IdempotencyKey, when set, is the claim the admitted call belongs to.
+	IdempotencyKey string
+	Owner          string
+	RequestID      string
+	Start          time.Time
+	Deadline       time.Time
+}
+
+// IdemClaim asks to start a call with an Idempotency-Key: Key, scoped to
+// the API key whose hash is KeyHash; BodyHash identifies the request.
+type IdemClaim struct {
+	KeyHash   string
+	Key       string
+	BodyHash  string
 	RequestID string
-	Start     time.Time
-	Deadline  time.Time
+	Now       time.Time
+	Deadline  time.Time // a claim without a call is abandoned after it
+	Expires   time.Time // the Idempotency-Key is forgotten after it
+}
+
+// IdemState is what a claim found.
+type IdemState int
+
+// The states of an idempotency claim.
+const (
+	IdemClaimed    IdemState = iota + 1 // the call may go on: it is the first (or the first failed)
+	IdemInProgress                      // the first call is in flight
+	IdemSucceeded                       // the first call succeeded
+	IdemReused                          // the key was used with another request body
+	IdemNoKey                           // no such API key: the call goes on, and is refused
+)
+
+// IdemResult is a claim's answer. For IdemSucceeded, Stored tells whether
+// the first answer (Status, ContentType, Body) was kept for replay;
+// RequestID is the first call's.
+type IdemResult struct {
+	State       IdemState
+	Stored      bool
+	Status      int
+	ContentType string
+	Body        []byte
+	RequestID   string
+}
+
+// IdemFinish records how the call of a claim ended: succeeded (with its
+// answer when Stored) or failed.
+type IdemFinish struct {
+	KeyHash     string
+	Key         string
+	Succeeded   bool
+	Stored      bool
+	Status      int
+	ContentType string
+	Body        []byte
 }
 
 // Admission is a Ledger's answer to a ReserveRequest. CallID is 0 when the
@@ -195,7 +280,22 @@ type KeyChange struct {
 	Remaining   *int64 // set remaining calls, raised to the calls in flight
 	TopUp       int64  // add calls (remove, when negative); ErrInsufficientCalls below the calls in flight
 	Delete      bool   // the key stops working; its rows stay for the books
-	Now         time.Time
+
+	RateLimit          *RateLimit
+	ClearRateLimit     bool
+	MaxConcurrent      *int64
+	ClearMaxConcurrent bool
+	CostPerImage       *bool
+	Refill             *Refill
+	ClearRefill        bool
+	// RefillNextAt is when the next refill is due: set with Refill, and
+	// with RefillDue.
+	RefillNextAt *time.Time
+	// RefillDue applies the key's refill if it is due at Now (and does
+	// nothing if another instance applied it already).
+	RefillDue bool
+
+	Now time.Time
 }
 
 // The actions of key events.
@@ -321,9 +421,10 @@ type KeyAudit struct {
 // does it in one atomic conditional write, durable before it returns.
 type Ledger interface {
 	// Reserve admits a call only while the key's conditions hold
-	// (remaining − reserved ≥ cost), counts it in totalCalls and records
-	// it as open, all in one conditional write. A refusal is not an
-	// error: it is an Admission without a call.
+	// (enabled, not expired, within its rate limit and concurrency cap,
+	// remaining − reserved ≥ cost), counts it in totalCalls, takes its
+	// rate-limit slot and records it as open, all in one conditional
+	// write. A refusal is not an error: it is an Admission without a call.
 	Reserve(ctx context.Context, r ReserveRequest) (Admission, error)
 	// Settle charges an open call: successful +1, remaining −cost, the
 	// day's generations +1. Settling a settled call is a no-op; settling a
@@ -332,6 +433,13 @@ type Ledger interface {
 	// Release frees an open call without charging it. Releasing a call
 	// that is no longer open is a no-op.
 	Release(ctx context.Context, o Outcome) error
+	// ClaimIdempotency records that a call with an Idempotency-Key starts,
+	// or tells what the first call with that key did (SPEC §4.3).
+	ClaimIdempotency(ctx context.Context, c IdemClaim) (IdemResult, error)
+	// FinishIdempotency records how a claimed call ended.
+	FinishIdempotency(ctx context.Context, f IdemFinish) error
+	// PruneIdempotency forgets the keys that expired before now.
+	PruneIdempotency(ctx context.Context, now time.Time) (int, error)
 	// ReleaseExpired releases open calls whose deadline is before now, and
 	// ReleaseOwner those of owner started before now. Both return how many.
 	ReleaseExpired(ctx context.Context, now time.Time) (int, error)
@@ -354,6 +462,8 @@ type Keys interface {
 	ListKeys(ctx context.Context, f KeyFilter) ([]Key, error)
 	// KeyEvents returns a key's events, oldest first (deleted keys too).
 	KeyEvents(ctx context.Context, id int64) ([]Event, error)
+	// DueRefills returns the ids of the keys whose refill is due at now.
+	DueRefills(ctx context.Context, now time.Time) ([]int64, error)
 }
 
 // Usage reads what calls added up to, and keeps the usage log.

@@ -11,10 +11,12 @@ type Refusal int
 
 // The reasons, in the order they are checked.
 const (
-	UnknownKey Refusal = iota + 1 // no such key, or deleted
-	Disabled                      // switched off by an operator
-	Expired                       // past its expiresAt
-	Exhausted                     // remaining − reserved below the call's cost
+	UnknownKey         Refusal = iota + 1 // no such key, or deleted
+	Disabled                              // switched off by an operator
+	Expired                               // past its expiresAt
+	RateLimited                           // over its rate limit
+	ConcurrencyLimited                    // as many calls in flight as its cap
+	Exhausted                             // remaining − reserved below the call's cost
 )
 
 func (r Refusal) String() string {
@@ -25,6 +27,10 @@ func (r Refusal) String() string {
 		return "disabled"
 	case Expired:
 		return "expired"
+	case RateLimited:
+		return "rate_limited"
+	case ConcurrencyLimited:
+		return "concurrency_limited"
 	case Exhausted:
 		return "exhausted"
 	}
@@ -53,21 +59,52 @@ func (e *RefusedError) Is(target error) bool {
 	return false
 }
 
-// refusal tells why a call of cost starting at now was not admitted, from
-// the key's state as the store read it after refusing, checking the
-// reasons in their order. It returns 0 when that state would admit the
-// call: the state changed in between (a call ended), and the reservation
-// may be tried again.
-func refusal(k *Key, cost int64, now time.Time) Refusal {
+// refusal tells why a call of batch images starting at now was not
+// admitted, from the key's state as the store read it after refusing,
+// checking the reasons in their order (SPEC §4.3), and how long until a
+// call could be admitted when that is known. It returns 0 when that state
+// would admit the call: the state changed in between (a call ended), and
+// the reservation may be tried again.
+func refusal(k *Key, batch int64, now time.Time) (Refusal, time.Duration) {
 	switch {
 	case k == nil:
-		return UnknownKey
+		return UnknownKey, 0
 	case k.Disabled:
-		return Disabled
+		return Disabled, 0
 	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
-		return Expired
-	case k.RemainingCalls-k.ReservedCalls < cost:
-		return Exhausted
+		return Expired, 0
 	}
-	return 0
+	if wait := rateWait(k, now); wait > 0 {
+		return RateLimited, wait
+	}
+	switch {
+	case k.MaxConcurrent != nil && k.InFlight >= *k.MaxConcurrent:
+		return ConcurrencyLimited, time.Second
+	case k.RemainingCalls-k.ReservedCalls < k.Cost(batch):
+		return Exhausted, 0
+	}
+	return 0, 0
+}
+
+// Cost is what a call of batch images costs with this key: its batch size
+// when it charges per image, else 1.
+func (k Key) Cost(batch int64) int64 {
+	if k.CostPerImage {
+		return max(batch, 1)
+	}
+	return 1
+}
+
+// rateWait is how long until the key's rate limit admits a call at now,
+// by the GCRA the store applies: a call is admitted while
+// max(tat, now) + interval − now ≤ interval × requests; 0 when it would be
+// admitted now (or the key has no limit).
+func rateWait(k *Key, now time.Time) time.Duration {
+	if k.RateLimit == nil {
+		return 0
+	}
+	t := k.RateLimit.Interval()
+	at := now.UnixMicro()
+	wait := max(k.RateTAT, at) + t - at - t*k.RateLimit.Requests
+	return time.Duration(max(wait, 0)) * time.Microsecond
 }

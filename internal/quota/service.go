@@ -25,8 +25,13 @@ type Options struct {
 	// StoreTimeout bounds each write of a call, so that a stalled store
 	// fails requests (503) instead of holding them (default 3 s).
 	StoreTimeout time.Duration
-	Now          func() time.Time
-	Logger       *slog.Logger
+	// IdempotencyTTL is how long an Idempotency-Key is remembered, and
+	// IdempotencyMaxBytes the largest answer kept for replay (defaults
+	// DefaultIdempotencyTTL and DefaultIdempotencyMaxBytes).
+	IdempotencyTTL      time.Duration
+	IdempotencyMaxBytes int64
+	Now                 func() time.Time
+	Logger              *slog.Logger
 }
 
 // Service applies the accounting rules on top of a store's roles.
@@ -38,6 +43,8 @@ type Service struct {
 	owner        string
 	hold         time.Duration
 	loc          *time.Location
+	idemTTL      time.Duration
+	idemMaxBytes int64
 	now          func() time.Time
 	log          *slog.Logger
 }
@@ -47,6 +54,13 @@ func NewService(o Options) *Service {
 	s := &Service{
 		ledger: o.Ledger, keys: o.Keys, usage: o.Usage,
 		storeTimeout: o.StoreTimeout, owner: o.Owner, hold: o.Hold, loc: o.Location, now: o.Now, log: o.Logger,
+		idemTTL: o.IdempotencyTTL, idemMaxBytes: o.IdempotencyMaxBytes,
+	}
+	if s.idemTTL <= 0 {
+		s.idemTTL = DefaultIdempotencyTTL
+	}
+	if s.idemMaxBytes <= 0 {
+		s.idemMaxBytes = DefaultIdempotencyMaxBytes
 	}
 	if s.storeTimeout <= 0 {
 		s.storeTimeout = 3 * time.Second

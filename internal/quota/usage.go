@@ -132,19 +132,22 @@ func (s *Service) Prune(ctx context.Context, retention time.Duration) (int, erro
 	}
 }
 
-// RunPrune prunes the usage log at once and then every interval until ctx
-// ends. A retention of 0 keeps every call.
+// RunPrune prunes the usage log (a retention of 0 keeps every call) and
+// forgets expired Idempotency-Keys, at once and then every interval until
+// ctx ends.
 func (s *Service) RunPrune(ctx context.Context, retention, interval time.Duration) {
-	if retention <= 0 {
-		return
-	}
 	for {
-		n, err := s.Prune(ctx, retention)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			s.log.Warn("pruning the usage log failed", "err", err)
-		case n > 0:
-			s.log.Info("pruned the usage log", "calls", n, "retention", retention)
+		if retention > 0 {
+			n, err := s.Prune(ctx, retention)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.log.Warn("pruning the usage log failed", "err", err)
+			case n > 0:
+				s.log.Info("pruned the usage log", "calls", n, "retention", retention)
+			}
+		}
+		if _, err := s.ledger.PruneIdempotency(ctx, s.nowUTC()); err != nil && ctx.Err() == nil {
+			s.log.Warn("forgetting expired Idempotency-Keys failed", "err", err)
 		}
 		t := time.NewTimer(interval)
 		select {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store/storetest"
 )
@@ -150,11 +151,16 @@ func TestAdminAuth(t *testing.T) {
 	})
 }
 
+// patient gives a test's Felix a store timeout far beyond any load, for
+// tests of exactness under concurrency rather than of latency: on a busy
+// machine under -race, 200 calls at once can wait seconds for the writer.
+func patient(o *quota.Options) { o.StoreTimeout = time.Minute }
+
 // TestNoOverspend is invariant 1: 200 concurrent requests against 50
 // remaining calls get exactly 50 successes and 150 answers 429.
 func TestNoOverspend(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
-		f := newFelix(t, db)
+		f := newFelixQuota(t, db, newTarget(t), patient)
 		f.target.setHandler(func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(5 * time.Millisecond) // keep calls in flight together
 			io.WriteString(w, `{"images":[]}`)
@@ -176,7 +182,7 @@ func TestNoOverspend(t *testing.T) {
 func TestNoOverspendTwoServers(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
 		tg := newTarget(t)
-		a, b := newFelixOn(t, db, tg), newFelixOn(t, db, tg)
+		a, b := newFelixQuota(t, db, tg, patient), newFelixQuota(t, db, tg, patient)
 		key := a.createKey(50)
 		statuses := concurrently(t, 200, func(i int) int {
 			if i%2 == 0 {

@@ -15,10 +15,11 @@ import (
 // apiError is an error with the status and code the client sees. Its
 // message is a sentence meant for the client.
 type apiError struct {
-	status int
-	code   string
-	msg    string
-	header http.Header // sent with the error, e.g. Allow or Retry-After
+	status    int
+	code      string
+	msg       string
+	header    http.Header // sent with the error, e.g. Allow or Retry-After
+	requestID string      // another request's ID the error refers to, e.g. already_succeeded's
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -56,6 +57,10 @@ func refusedError(e *quota.RefusedError) *apiError {
 		ae = errorf(http.StatusForbidden, "key_disabled", "this API key is disabled: ask the operator to enable it")
 	case quota.Expired:
 		ae = errorf(http.StatusForbidden, "key_expired", "this API key has expired: ask the operator to extend it")
+	case quota.RateLimited:
+		ae = errorf(http.StatusTooManyRequests, "rate_limited", "this API key is over its rate limit: retry after the seconds in Retry-After")
+	case quota.ConcurrencyLimited:
+		ae = errorf(http.StatusTooManyRequests, "concurrency_limited", "this API key has as many calls in flight as it may: retry when one has finished")
 	case quota.Exhausted:
 		ae = errorf(http.StatusTooManyRequests, "quota_exhausted", "this API key has no calls left: ask the operator to top it up")
 	default:
@@ -86,7 +91,7 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusConflict, "insufficient_calls", "the key would have fewer remaining calls than it has in flight: remove fewer calls")
 	case errors.Is(err, quota.ErrKeyExists):
 		return errorf(http.StatusConflict, "key_exists", "an API key with this value exists already")
-	case errors.Is(err, quota.ErrInvalidKeyFormat), errors.Is(err, quota.ErrInvalidAmount):
+	case errors.Is(err, quota.ErrInvalidKeyFormat), errors.Is(err, quota.ErrInvalidAmount), errors.Is(err, quota.ErrInvalidIdempotencyKey):
 		return badRequest("%s", err.Error())
 	case errors.Is(err, quota.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the usage store cannot be reached: the request was not forwarded and not charged; retry later")
@@ -105,9 +110,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header()[name] = values
 	}
 	writeJSON(w, ae.status, struct {
-		Error string `json:"error"`
-		Code  string `json:"code"`
-	}{ae.msg, ae.code})
+		Error     string `json:"error"`
+		Code      string `json:"code"`
+		RequestID string `json:"requestId,omitempty"`
+	}{ae.msg, ae.code, ae.requestID})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -18,7 +18,8 @@ import (
 type call struct {
 	res       *quota.Reservation
 	requestID string
-	settleErr error // the target answered 2xx but the call could not be charged
+	settleErr error             // the target answered 2xx but the call could not be charged
+	idem      *quota.Idempotent // the call's Idempotency-Key claim, or nil
 }
 
 // generate is POST /api/generate: decode → reserve → forward → settle or
@@ -41,11 +42,18 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	}
 	logNote(r.Context(), slog.Any("key", quota.Secret(key)))
 
-	res, err := s.quota.Reserve(r.Context(), quota.CallRequest{Key: key, BatchSize: req.batch, RequestID: requestID(r.Context())})
-	if err != nil {
+	idem, err := s.idempotency(w, r, key, req.forward)
+	if err != nil || idem == errReplayed {
 		return err
 	}
-	c := &call{res: res, requestID: requestID(r.Context())}
+	res, err := s.quota.Reserve(r.Context(), quota.CallRequest{Key: key, BatchSize: req.batch, RequestID: requestID(r.Context()), Idempotent: idem})
+	if err != nil {
+		if idem != nil {
+			idem.Failed(r.Context()) // refused or not admitted: a repeat is a new call
+		}
+		return err
+	}
+	c := &call{res: res, requestID: requestID(r.Context()), idem: idem}
 	out := r.WithContext(context.WithValue(r.Context(), callKey, c))
 	out.Body = io.NopCloser(bytes.NewReader(req.forward))
 	out.ContentLength = int64(len(req.forward))
@@ -120,6 +128,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 			c.settleErr = err
 			return err
 		}
+		if c.idem != nil {
+			resp.Body = keepAnswer(resp, c.idem)
+		}
 		return nil
 	}
 	s.release(resp.Request.Context(), c, resp.StatusCode)
@@ -152,6 +163,9 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *Server) release(ctx context.Context, c *call, status int) {
+	if c.idem != nil {
+		c.idem.Failed(ctx)
+	}
 	if err := c.res.Release(ctx, status); err != nil {
 		// The call stays open and recovery releases it later.
 		s.log.Warn("release failed", "request_id", c.requestID, "call", c.res.ID, "err", err)

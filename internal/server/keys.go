@@ -18,7 +18,7 @@ const (
 
 // createKeyByID is POST /api/keys.
 func (s *Server) createKeyByID(w http.ResponseWriter, r *http.Request) error {
-	obj, err := s.adminBody(w, r, "remainingCalls", "name", "note", "apiKey", "expiresAt")
+	obj, err := s.adminBody(w, r, append([]string{"remainingCalls", "name", "note", "apiKey", "expiresAt"}, policyFields...)...)
 	if err != nil {
 		return err
 	}
@@ -37,6 +37,14 @@ func (s *Server) createKeyByID(w http.ResponseWriter, r *http.Request) error {
 	}
 	if spec.ExpiresAt, _, err = obj.time("expiresAt"); err != nil {
 		return err
+	}
+	var c quota.KeyChange
+	if err := decodePolicies(obj, &c); err != nil {
+		return err
+	}
+	spec.Policies = quota.Policies{RateLimit: c.RateLimit, MaxConcurrent: c.MaxConcurrent, Refill: c.Refill}
+	if c.CostPerImage != nil {
+		spec.Policies.CostPerImage = *c.CostPerImage
 	}
 	k, full, err := s.quota.CreateKey(r.Context(), spec)
 	if err != nil {
@@ -103,7 +111,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	obj, err := s.adminBody(w, r, "name", "note", "disabled", "expiresAt", "remainingCalls")
+	obj, err := s.adminBody(w, r, append([]string{"name", "note", "disabled", "expiresAt", "remainingCalls"}, policyFields...)...)
 	if err != nil {
 		return err
 	}
@@ -152,7 +160,64 @@ func decodeKeyChange(obj object) (quota.KeyChange, error) {
 	} else if ok {
 		c.Remaining = &n
 	}
-	return c, nil
+	return c, decodePolicies(obj, &c)
+}
+
+// policyFields are the per-key policies a create or a PATCH may set.
+var policyFields = []string{"rateLimit", "maxConcurrent", "costPerImage", "refill"}
+
+// decodePolicies reads the policy fields into c: absent stays as is, null
+// clears (sets none, on create).
+func decodePolicies(obj object, c *quota.KeyChange) error {
+	_, present := obj["rateLimit"]
+	if present && !obj.has("rateLimit") {
+		c.ClearRateLimit = true
+	} else if present {
+		sub, err := obj.sub("rateLimit", "requests", "per")
+		if err != nil {
+			return err
+		}
+		n, err := sub.requiredInt("requests", 1, maxCalls)
+		if err != nil {
+			return badRequest("rateLimit.%s", err.Error())
+		}
+		per, err := sub.requiredStr("per", 16)
+		if _, ok := quota.RatePeriods[per]; err != nil || !ok {
+			return badRequest("rateLimit.per must be second, minute, hour or day")
+		}
+		c.RateLimit = &quota.RateLimit{Requests: n, Per: per}
+	}
+	_, present = obj["maxConcurrent"]
+	if n, ok, err := obj.integer("maxConcurrent", 1, maxCalls); err != nil {
+		return err
+	} else if ok {
+		c.MaxConcurrent = &n
+	} else {
+		c.ClearMaxConcurrent = present
+	}
+	var err error
+	if c.CostPerImage, err = obj.boolean("costPerImage"); err != nil {
+		return err
+	}
+	_, present = obj["refill"]
+	if present && !obj.has("refill") {
+		c.ClearRefill = true
+	} else if present {
+		sub, err := obj.sub("refill", "calls", "every")
+		if err != nil {
+			return err
+		}
+		n, err := sub.requiredInt("calls", 0, maxCalls)
+		if err != nil {
+			return badRequest("refill.%s", err.Error())
+		}
+		every, err := sub.requiredStr("every", 16)
+		if err != nil || every != "day" && every != "month" {
+			return badRequest("refill.every must be day or month")
+		}
+		c.Refill = &quota.Refill{Calls: n, Every: every}
+	}
+	return nil
 }
 
 // topUp is POST /api/keys/{id}/topup {"calls": N}.

@@ -30,7 +30,7 @@ type keyJSON struct {
 	LastUsedAt      *time.Time `json:"lastUsedAt"`
 }
 
-func (r response) decode(t *testing.T, v any) {
+func (r response) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)

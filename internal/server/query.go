@@ -164,3 +164,18 @@ func (o object) time(name string) (t *time.Time, present bool, err error) {
 	}
 	return &v, true, nil
 }
+
+// sub reads an object field holding a JSON object with only the allowed
+// fields.
+func (o object) sub(name string, allowed ...string) (object, error) {
+	var sub object
+	if err := json.Unmarshal(o[name], &sub); err != nil || sub == nil {
+		return nil, badRequest("%s must be an object with %s, or null", name, strings.Join(allowed, " and "))
+	}
+	for field := range sub {
+		if !contains(allowed, field) {
+			return nil, badRequest("%s has the unknown field %q: allowed are %s", name, truncate(field, 64), strings.Join(allowed, ", "))
+		}
+	}
+	return sub, nil
+}

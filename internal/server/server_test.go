@@ -70,8 +70,18 @@ type felix struct {
 
 func newFelixOn(t testing.TB, databaseURL string, tg *target, configure ...func(*server.Options)) *felix {
 	t.Helper()
+	return newFelixQuota(t, databaseURL, tg, nil, configure...)
+}
+
+// newFelixQuota is newFelixOn with the quota options set by qconf too.
+func newFelixQuota(t testing.TB, databaseURL string, tg *target, qconf func(*quota.Options), configure ...func(*server.Options)) *felix {
+	t.Helper()
 	st := storetest.Open(t, databaseURL)
-	svc := quota.NewService(quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test"})
+	qo := quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test"}
+	if qconf != nil {
+		qconf(&qo)
+	}
+	svc := quota.NewService(qo)
 	u, _ := url.Parse(tg.URL)
 	o := server.Options{
 		Quota: svc, Target: u, TargetKey: "target-secret", AdminToken: adminToken,

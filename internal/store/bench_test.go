@@ -34,7 +34,7 @@ func BenchmarkCall(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					now := time.Now()
-					a, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: fmt.Sprint("k", n.Add(1)%8), Cost: 1, Owner: "b", Start: now, Deadline: now.Add(time.Minute)})
+					a, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: fmt.Sprint("k", n.Add(1)%8), BatchSize: 1, Owner: "b", Start: now, Deadline: now.Add(time.Minute)})
 					if err != nil || !a.Admitted() {
 						b.Fatal(a, err)
 					}

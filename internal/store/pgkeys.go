@@ -16,14 +16,20 @@ import (
 // it cannot deadlock with the group commit, which locks keys in id order.
 
 func scanPGKey(row pgx.Row) (quota.Key, error) {
-	var k quota.Key
+	var (
+		k                                     quota.Key
+		rateRequests, concurrent, refillCalls *int64
+		ratePer, refillEvery                  *string
+	)
 	err := row.Scan(&k.ID, &k.Prefix, &k.Name, &k.Note, &k.TotalCalls, &k.SuccessfulCalls, &k.RemainingCalls, &k.ReservedCalls,
-		&k.UsedUnits, &k.Disabled, &k.ExpiresAt, &k.LastUsedAt, &k.CreatedAt, &k.UpdatedAt)
+		&k.UsedUnits, &k.Disabled, &k.ExpiresAt, &k.LastUsedAt, &k.CreatedAt, &k.UpdatedAt,
+		&rateRequests, &ratePer, &k.RateTAT, &concurrent, &k.InFlight, &k.CostPerImage, &refillCalls, &refillEvery, &k.RefillNextAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return k, quota.ErrKeyNotFound
 	}
 	k.CreatedAt, k.UpdatedAt = k.CreatedAt.UTC(), k.UpdatedAt.UTC()
-	k.ExpiresAt, k.LastUsedAt = utcOrNil(k.ExpiresAt), utcOrNil(k.LastUsedAt)
+	k.ExpiresAt, k.LastUsedAt, k.RefillNextAt = utcOrNil(k.ExpiresAt), utcOrNil(k.LastUsedAt), utcOrNil(k.RefillNextAt)
+	setPolicies(&k, rateRequests, ratePer, concurrent, refillCalls, refillEvery)
 	return k, err
 }
 
@@ -41,10 +47,15 @@ func (p *Postgres) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, er
 	var k quota.Key
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
 		var err error
+		st := newKeyState(n)
+		rateRequests, ratePer, rateInterval := st.rateColumns()
+		refillCalls, refillEvery := st.refillColumns()
 		k, err = scanPGKey(tx.QueryRow(ctx, `
-			INSERT INTO api_key_stats (key_hash, key_prefix, name, note, remaining_calls, expires_at, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-			RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Note, n.Remaining, n.ExpiresAt, n.Now))
+			INSERT INTO api_key_stats (key_hash, key_prefix, name, note, remaining_calls, expires_at, created_at, updated_at,
+				rate_requests, rate_per, rate_interval, max_concurrent, cost_per_image, refill_calls, refill_every, refill_next_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+			RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Note, n.Remaining, n.ExpiresAt, n.Now,
+			rateRequests, ratePer, rateInterval, st.concurrent, st.perImage, refillCalls, refillEvery, st.refillNextAt))
 		if err != nil {
 			return err
 		}
@@ -100,18 +111,32 @@ func (t pgKeyTx) update(id int64, st keyState) (quota.Key, error) {
 	if st.deleted {
 		deleted = &st.now
 	}
+	rateRequests, ratePer, rateInterval := st.rateColumns()
+	refillCalls, refillEvery := st.refillColumns()
 	return scanPGKey(t.tx.QueryRow(t.ctx, `
 		UPDATE api_key_stats SET name = $2, note = $3, disabled = $4, expires_at = $5, remaining_calls = $6,
 			deleted_at = $7, key_hash = CASE WHEN $7::timestamptz IS NULL THEN key_hash ELSE 'deleted:' || id || ':' || key_hash END,
-			updated_at = $8
+			updated_at = $8, rate_requests = $9, rate_per = $10, rate_interval = $11, max_concurrent = $12,
+			cost_per_image = $13, refill_calls = $14, refill_every = $15, refill_next_at = $16
 		WHERE id = $1
-		RETURNING `+keyColumns, id, st.name, st.note, st.disabled, st.expiresAt, st.remaining, deleted, st.now))
+		RETURNING `+keyColumns, id, st.name, st.note, st.disabled, st.expiresAt, st.remaining, deleted, st.now,
+		rateRequests, ratePer, rateInterval, st.concurrent, st.perImage, refillCalls, refillEvery, st.refillNextAt))
 }
 
 func (t pgKeyTx) event(id int64, e quota.Event) error {
 	_, err := t.tx.Exec(t.ctx, `INSERT INTO key_events (key_id, at, action, calls, before, after, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		id, e.At, e.Action, e.Calls, e.Before, e.After, e.Detail)
 	return err
+}
+
+// DueRefills returns the ids of the keys whose refill is due at now.
+func (p *Postgres) DueRefills(ctx context.Context, now time.Time) ([]int64, error) {
+	rows, err := p.pool.Query(ctx, `SELECT id FROM api_key_stats WHERE refill_next_at <= $1 AND deleted_at IS NULL ORDER BY id`, now)
+	if err != nil {
+		return nil, wrap("due refills", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	return ids, wrap("due refills", err)
 }
 
 // ListKeys lists the keys a filter selects, newest first.

@@ -110,7 +110,7 @@ const pgReleaseWhere = `
 		RETURNING key_id, cost),
 	s AS (SELECT key_id, sum(cost) AS cost, count(*) AS n FROM c GROUP BY key_id),
 	k AS (
-		UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - s.cost, updated_at = $1
+		UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - s.cost, in_flight = a.in_flight - s.n, updated_at = $1
 		FROM s WHERE a.id = s.key_id
 		RETURNING s.n)
 	SELECT COALESCE(sum(n), 0) FROM k`
@@ -159,18 +159,34 @@ const (
 	// group writes anything: groups of several instances then never hold
 	// keys in opposite orders, so they queue instead of deadlocking.
 	pgLockKeys = `SELECT 1 FROM api_key_stats WHERE key_hash = ANY($1) OR id = ANY($2) ORDER BY id FOR UPDATE`
-	// pgReserve admits a call: the conditional update of the key and the
-	// insert of the open call, in one statement.
-	pgReserve = `
+	// pgAdmit is the conditional update of the key that admits a call:
+	// $1 key hash, $2 batch size, $5 start, $7 start in Unix µs.
+	pgAdmit = `
 		WITH k AS (
 			UPDATE api_key_stats
-			SET reserved_calls = reserved_calls + $2, total_calls = total_calls + 1, updated_at = $5, last_used_at = $5
+			SET reserved_calls = reserved_calls + (CASE WHEN cost_per_image THEN $2 ELSE 1 END), in_flight = in_flight + 1,
+			    total_calls = total_calls + 1, updated_at = $5, last_used_at = $5,
+			    rate_tat = CASE WHEN rate_interval IS NULL THEN rate_tat ELSE GREATEST(rate_tat, $7) + rate_interval END
 			WHERE key_hash = $1 AND NOT disabled AND (expires_at IS NULL OR expires_at > $5)
-			  AND remaining_calls - reserved_calls >= $2
-			RETURNING id)
+			  AND (rate_interval IS NULL OR GREATEST(rate_tat, $7) + rate_interval - $7 <= rate_interval * rate_requests)
+			  AND (max_concurrent IS NULL OR in_flight < max_concurrent)
+			  AND remaining_calls - reserved_calls >= (CASE WHEN cost_per_image THEN $2 ELSE 1 END)
+			RETURNING id, CASE WHEN cost_per_image THEN $2 ELSE 1 END AS cost)`
+	// pgReserve admits a call: the conditional update of the key and the
+	// insert of the open call, in one statement.
+	pgReserve = pgAdmit + `
 		INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline)
-		SELECT id, $2, $7, $3, $4, $5, $6 FROM k
-		RETURNING id, key_id`
+		SELECT id, cost, $2, $3, $4, $5, $6 FROM k
+		RETURNING id, key_id, cost`
+	// pgReserveIdem admits a call like pgReserve and ties it to its
+	// Idempotency-Key's claim ($8).
+	pgReserveIdem = pgAdmit + `,
+		c AS (
+			INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline)
+			SELECT id, cost, $2, $3, $4, $5, $6 FROM k
+			RETURNING id, key_id, cost),
+		i AS (UPDATE idempotency SET call_id = c.id FROM c WHERE idempotency.key_id = c.key_id AND idempotency.idem_key = $8)
+		SELECT id, key_id, cost FROM c`
 	// pgSettle settles the group's open calls among $1, charges their keys
 	// once per key and counts them once per day; it returns the calls it
 	// settled.
@@ -182,7 +198,7 @@ const (
 			RETURNING calls.id, calls.key_id, calls.cost, o.at, o.day),
 		k AS (
 			UPDATE api_key_stats a
-			SET remaining_calls = a.remaining_calls - s.cost, reserved_calls = a.reserved_calls - s.cost,
+			SET remaining_calls = a.remaining_calls - s.cost, reserved_calls = a.reserved_calls - s.cost, in_flight = a.in_flight - s.n,
 			    used_units = a.used_units + s.cost, successful_calls = a.successful_calls + s.n, updated_at = s.at
 			FROM (SELECT key_id, sum(cost) AS cost, count(*) AS n, max(at) AS at FROM c GROUP BY key_id) s
 			WHERE a.id = s.key_id),
@@ -204,8 +220,8 @@ const (
 			FROM o WHERE calls.id = o.id AND calls.state = 'open'
 			RETURNING calls.id, calls.key_id, calls.cost, o.at),
 		k AS (
-			UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - s.cost, updated_at = s.at
-			FROM (SELECT key_id, sum(cost) AS cost, max(at) AS at FROM c GROUP BY key_id) s
+			UPDATE api_key_stats a SET reserved_calls = a.reserved_calls - s.cost, in_flight = a.in_flight - s.n, updated_at = s.at
+			FROM (SELECT key_id, sum(cost) AS cost, count(*) AS n, max(at) AS at FROM c GROUP BY key_id) s
 			WHERE a.id = s.key_id)
 		SELECT id FROM c`
 )
@@ -243,12 +259,15 @@ func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results 
 			continue
 		}
 		r := w.reserve
-		b.Queue(pgReserve, r.KeyHash, r.Cost, r.Owner, r.RequestID, r.Start, r.Deadline, r.BatchSize).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&results[i].callID, &results[i].keyID)
+		q, args := pgReserve, []any{r.KeyHash, r.BatchSize, r.Owner, r.RequestID, r.Start, r.Deadline, r.Start.UnixMicro()}
+		if r.IdempotencyKey != "" {
+			q, args = pgReserveIdem, append(args, r.IdempotencyKey)
+		}
+		b.Queue(q, args...).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&results[i].callID, &results[i].keyID, &results[i].cost)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil // not admitted
 			}
-			results[i].cost = r.Cost
 			return err
 		})
 	}

@@ -34,18 +34,29 @@ func fromMicros(v sql.NullInt64) *time.Time {
 
 func scanSQLiteKey(row scanner) (quota.Key, error) {
 	var (
-		k                 quota.Key
-		created, updated  int64
-		expires, lastUsed sql.NullInt64
+		k                                     quota.Key
+		created, updated                      int64
+		expires, lastUsed, refillNext         sql.NullInt64
+		rateRequests, concurrent, refillCalls sql.NullInt64
+		ratePer, refillEvery                  sql.NullString
 	)
 	err := row.Scan(&k.ID, &k.Prefix, &k.Name, &k.Note, &k.TotalCalls, &k.SuccessfulCalls, &k.RemainingCalls, &k.ReservedCalls,
-		&k.UsedUnits, &k.Disabled, &expires, &lastUsed, &created, &updated)
+		&k.UsedUnits, &k.Disabled, &expires, &lastUsed, &created, &updated,
+		&rateRequests, &ratePer, &k.RateTAT, &concurrent, &k.InFlight, &k.CostPerImage, &refillCalls, &refillEvery, &refillNext)
 	if errors.Is(err, sql.ErrNoRows) {
 		return k, quota.ErrKeyNotFound
 	}
 	k.CreatedAt, k.UpdatedAt = time.UnixMicro(created).UTC(), time.UnixMicro(updated).UTC()
-	k.ExpiresAt, k.LastUsedAt = fromMicros(expires), fromMicros(lastUsed)
+	k.ExpiresAt, k.LastUsedAt, k.RefillNextAt = fromMicros(expires), fromMicros(lastUsed), fromMicros(refillNext)
+	setPolicies(&k, intOrNil(rateRequests), stringOrNil(ratePer), intOrNil(concurrent), intOrNil(refillCalls), stringOrNil(refillEvery))
 	return k, err
+}
+
+func stringOrNil(v sql.NullString) *string {
+	if !v.Valid {
+		return nil
+	}
+	return &v.String
 }
 
 // CreateKey inserts a key and its created event; a duplicate hash is
@@ -54,10 +65,15 @@ func (s *SQLite) CreateKey(ctx context.Context, n quota.NewKey) (quota.Key, erro
 	var k quota.Key
 	err := s.writeTx(ctx, func(tx *sql.Tx) error {
 		var err error
+		st := newKeyState(n)
+		rateRequests, ratePer, rateInterval := st.rateColumns()
+		refillCalls, refillEvery := st.refillColumns()
 		k, err = scanSQLiteKey(tx.QueryRowContext(ctx, `
-			INSERT INTO api_key_stats (key_hash, key_prefix, name, note, remaining_calls, expires_at, created_at, updated_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (key_hash) DO NOTHING
-			RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Note, n.Remaining, microsOrNil(n.ExpiresAt), micros(n.Now)))
+			INSERT INTO api_key_stats (key_hash, key_prefix, name, note, remaining_calls, expires_at, created_at, updated_at,
+				rate_requests, rate_per, rate_interval, max_concurrent, cost_per_image, refill_calls, refill_every, refill_next_at)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT (key_hash) DO NOTHING
+			RETURNING `+keyColumns, n.Hash, n.Prefix, n.Name, n.Note, n.Remaining, microsOrNil(n.ExpiresAt), micros(n.Now),
+			rateRequests, ratePer, rateInterval, st.concurrent, st.perImage, refillCalls, refillEvery, microsOrNil(st.refillNextAt)))
 		if errors.Is(err, quota.ErrKeyNotFound) {
 			return quota.ErrKeyExists
 		}
@@ -129,18 +145,40 @@ func (t sqliteKeyTx) update(id int64, st keyState) (quota.Key, error) {
 	if st.deleted {
 		deleted = micros(st.now)
 	}
+	rateRequests, ratePer, rateInterval := st.rateColumns()
+	refillCalls, refillEvery := st.refillColumns()
 	return scanSQLiteKey(t.tx.QueryRowContext(t.ctx, `
 		UPDATE api_key_stats SET name = ?2, note = ?3, disabled = ?4, expires_at = ?5, remaining_calls = ?6,
 			deleted_at = ?7, key_hash = CASE WHEN ?7 IS NULL THEN key_hash ELSE 'deleted:' || id || ':' || key_hash END,
-			updated_at = ?8
+			updated_at = ?8, rate_requests = ?9, rate_per = ?10, rate_interval = ?11, max_concurrent = ?12,
+			cost_per_image = ?13, refill_calls = ?14, refill_every = ?15, refill_next_at = ?16
 		WHERE id = ?1
-		RETURNING `+keyColumns, id, st.name, st.note, st.disabled, microsOrNil(st.expiresAt), st.remaining, deleted, micros(st.now)))
+		RETURNING `+keyColumns, id, st.name, st.note, st.disabled, microsOrNil(st.expiresAt), st.remaining, deleted, micros(st.now),
+		rateRequests, ratePer, rateInterval, st.concurrent, st.perImage, refillCalls, refillEvery, microsOrNil(st.refillNextAt)))
 }
 
 func (t sqliteKeyTx) event(id int64, e quota.Event) error {
 	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO key_events (key_id, at, action, calls, before, after, detail) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		id, micros(e.At), e.Action, e.Calls, e.Before, e.After, e.Detail)
 	return err
+}
+
+// DueRefills returns the ids of the keys whose refill is due at now.
+func (s *SQLite) DueRefills(ctx context.Context, now time.Time) ([]int64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM api_key_stats WHERE refill_next_at <= ? AND deleted_at IS NULL ORDER BY id`, micros(now))
+	if err != nil {
+		return nil, wrap("due refills", err)
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrap("due refills", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, wrap("due refills", rows.Err())
 }
 
 // ListKeys lists the keys a filter selects, newest first.

@@ -30,7 +30,7 @@ type sqliteTx struct {
 
 // sqliteStmts are the writer's statements, prepared once per connection.
 type sqliteStmts struct {
-	reserve, insertCall, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
+	reserve, insertCall, attachIdem, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
 }
 
 // each lists the statements with their SQL, for preparing and closing.
@@ -44,19 +44,25 @@ func (st *sqliteStmts) each() []struct {
 	}{
 		{&st.reserve, `
 			UPDATE api_key_stats
-			SET reserved_calls = reserved_calls + ?1, total_calls = total_calls + 1, updated_at = ?2, last_used_at = ?2
+			SET reserved_calls = reserved_calls + (CASE WHEN cost_per_image THEN ?1 ELSE 1 END), in_flight = in_flight + 1,
+			    total_calls = total_calls + 1, updated_at = ?2, last_used_at = ?2,
+			    rate_tat = CASE WHEN rate_interval IS NULL THEN rate_tat ELSE max(rate_tat, ?2) + rate_interval END
 			WHERE key_hash = ?3 AND NOT disabled AND (expires_at IS NULL OR expires_at > ?2)
-			  AND remaining_calls - reserved_calls >= ?1
-			RETURNING id`},
+			  AND (rate_interval IS NULL OR max(rate_tat, ?2) + rate_interval - ?2 <= rate_interval * rate_requests)
+			  AND (max_concurrent IS NULL OR in_flight < max_concurrent)
+			  AND remaining_calls - reserved_calls >= (CASE WHEN cost_per_image THEN ?1 ELSE 1 END)
+			RETURNING id, CASE WHEN cost_per_image THEN ?1 ELSE 1 END`},
 		{&st.insertCall, `
 			INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&st.attachIdem, `
+			UPDATE idempotency SET call_id = ?1 WHERE key_id = ?2 AND idem_key = ?3`},
 		{&st.settleCall, `
 			UPDATE calls SET state = 'settled', status = ?, finished_at = ?, target = ?
 			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
 		{&st.chargeKey, `
 			UPDATE api_key_stats
 			SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1, used_units = used_units + ?1,
-			    successful_calls = successful_calls + 1, updated_at = ?2
+			    in_flight = in_flight - 1, successful_calls = successful_calls + 1, updated_at = ?2
 			WHERE id = ?3`},
 		{&st.countDay, `
 			INSERT INTO daily_generations (day, generations) VALUES (?1, ?2)
@@ -68,7 +74,7 @@ func (st *sqliteStmts) each() []struct {
 			UPDATE calls SET state = 'released', status = ?, finished_at = ?, target = ?
 			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
 		{&st.unreserve, `
-			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?, updated_at = ? WHERE id = ?`},
+			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?1, in_flight = in_flight - ?2, updated_at = ?3 WHERE id = ?4`},
 		{&st.releaseExpired, `
 			UPDATE calls SET state = 'released', finished_at = ?1
 			WHERE state = 'open' AND deadline < ?1 RETURNING key_id, cost`},
@@ -254,12 +260,17 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 			results[i], err = t.reserve(w.reserve)
 		case settleWrite:
 			var keyID, cost int64
-			results[i].changed, keyID, cost, err = t.resolve(t.stmts.settleCall, t.stmts.chargeKey, w.outcome)
+			results[i].changed, keyID, cost, err = t.resolve(t.stmts.settleCall, w.outcome)
 			if results[i].changed {
+				_, err = t.exec(t.stmts.chargeKey, cost, micros(w.outcome.At), keyID)
 				days.add(keyID, w.outcome.Day, cost)
 			}
 		case releaseWrite:
-			results[i].changed, _, _, err = t.resolve(t.stmts.releaseCall, t.stmts.unreserve, w.outcome)
+			var keyID, cost int64
+			results[i].changed, keyID, cost, err = t.resolve(t.stmts.releaseCall, w.outcome)
+			if results[i].changed {
+				_, err = t.exec(t.stmts.unreserve, cost, int64(1), micros(w.outcome.At), keyID)
+			}
 		case sweepWrite:
 			results[i].released, err = t.sweep(w.sweep)
 		default:
@@ -284,28 +295,27 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 
 // reserve admits a call when the key's conditions hold.
 func (t *sqliteTx) reserve(r quota.ReserveRequest) (callResult, error) {
-	var keyID int64
-	if admitted, err := t.queryRow(t.stmts.reserve, []*int64{&keyID}, r.Cost, micros(r.Start), r.KeyHash); !admitted || err != nil {
+	var keyID, cost int64
+	if admitted, err := t.queryRow(t.stmts.reserve, []*int64{&keyID, &cost}, r.BatchSize, micros(r.Start), r.KeyHash); !admitted || err != nil {
 		return callResult{}, err
 	}
-	res, err := t.exec(t.stmts.insertCall, keyID, r.Cost, r.BatchSize, r.Owner, r.RequestID, micros(r.Start), micros(r.Deadline))
+	res, err := t.exec(t.stmts.insertCall, keyID, cost, r.BatchSize, r.Owner, r.RequestID, micros(r.Start), micros(r.Deadline))
 	if err != nil {
 		return callResult{}, err
 	}
 	id, err := res.LastInsertId()
-	return callResult{callID: id, keyID: keyID, cost: r.Cost}, err
+	if err == nil && r.IdempotencyKey != "" {
+		_, err = t.exec(t.stmts.attachIdem, id, keyID, r.IdempotencyKey)
+	}
+	return callResult{callID: id, keyID: keyID, cost: cost}, err
 }
 
 // resolve ends an open call with the call statement (settle or release)
-// and applies the key statement (charge or unreserve) to its key; changed
-// is false when the call was resolved already.
-func (t *sqliteTx) resolve(call, key driver.Stmt, o quota.Outcome) (changed bool, keyID, cost int64, err error) {
-	at := micros(o.At)
-	if open, err := t.queryRow(call, []*int64{&keyID, &cost}, int64(o.Status), at, o.Target, o.CallID); !open || err != nil {
-		return false, 0, 0, err
-	}
-	_, err = t.exec(key, cost, at, keyID)
-	return err == nil, keyID, cost, err
+// and returns its key and cost; changed is false when the call was
+// resolved already.
+func (t *sqliteTx) resolve(call driver.Stmt, o quota.Outcome) (changed bool, keyID, cost int64, err error) {
+	changed, err = t.queryRow(call, []*int64{&keyID, &cost}, int64(o.Status), micros(o.At), o.Target, o.CallID)
+	return changed, keyID, cost, err
 }
 
 // sweep releases the open calls it selects and gives their keys back
@@ -316,18 +326,20 @@ func (t *sqliteTx) sweep(sw sweep) (int, error) {
 	if sw.owner != "" {
 		st, args = t.stmts.releaseOwner, []any{at, sw.owner}
 	}
-	held := map[int64]int64{}
+	type hold struct{ cost, calls int64 }
+	held := map[int64]hold{}
 	n := 0
 	var keyID, cost int64
 	err := t.queryEach(st, []*int64{&keyID, &cost}, func() {
-		held[keyID] += cost
+		h := held[keyID]
+		held[keyID] = hold{h.cost + cost, h.calls + 1}
 		n++
 	}, args...)
 	if err != nil {
 		return 0, err
 	}
-	for keyID, cost := range held {
-		if _, err := t.exec(t.stmts.unreserve, cost, at, keyID); err != nil {
+	for keyID, h := range held {
+		if _, err := t.exec(t.stmts.unreserve, h.cost, h.calls, at, keyID); err != nil {
 			return 0, err
 		}
 	}

@@ -55,7 +55,7 @@ func TestSQLiteGroupRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	badCall, _ := res.LastInsertId()
-	good := callWrite{kind: reserveWrite, reserve: quota.ReserveRequest{KeyHash: k.Hash, Cost: 1, Owner: "t", Start: now, Deadline: now.Add(time.Minute)}}
+	good := callWrite{kind: reserveWrite, reserve: quota.ReserveRequest{KeyHash: k.Hash, Owner: "t", Start: now, Deadline: now.Add(time.Minute)}}
 	bad := callWrite{kind: releaseWrite, outcome: quota.Outcome{CallID: badCall, KeyID: k.ID, At: now}}
 	if err := s.commitGroup(ctx, []callWrite{good, bad}, make([]callResult, 2)); err == nil {
 		t.Fatal("a group with a failing write committed")
@@ -88,7 +88,7 @@ func TestSQLiteNewWriterConnection(t *testing.T) {
 	s.w.SetMaxIdleConns(0) // every group now gets a fresh connection
 	var conns []any
 	for range 3 {
-		a, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: k.Hash, Cost: 1, Owner: "t", Start: time.Now(), Deadline: time.Now().Add(time.Minute)})
+		a, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: k.Hash, Owner: "t", Start: time.Now(), Deadline: time.Now().Add(time.Minute)})
 		if err != nil || !a.Admitted() {
 			t.Fatalf("reserve: %+v, %v", a, err)
 		}

@@ -29,7 +29,7 @@ func newKey(t *testing.T, s store.Store, hash string, remaining int64) quota.Key
 }
 
 func call(hash string, owner string, start time.Time) quota.ReserveRequest {
-	return quota.ReserveRequest{KeyHash: hash, Cost: 1, Owner: owner, RequestID: "req", Start: start, Deadline: start.Add(time.Minute)}
+	return quota.ReserveRequest{KeyHash: hash, BatchSize: 1, Owner: owner, RequestID: "req", Start: start, Deadline: start.Add(time.Minute)}
 }
 
 func setRemaining(n int64, now time.Time) quota.KeyChange {
