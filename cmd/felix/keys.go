@@ -31,7 +31,7 @@ func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 	if err := databaseExists(cfg.DatabaseURL); err != nil {
 		return nil, nil, err
 	}
-	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate, store.Options{MaxConns: 2})
+	st, err := startStore(ctx, cfg, cfg.AutoMigrate, false, store.Options{MaxConns: 2})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -44,7 +44,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("listen on %s: %w (set PORT or --addr to a free port)", cfg.Addr, err)
 	}
 	defer ln.Close()
-	st, err := openStore(ctx, cfg.DatabaseURL, cfg.AutoMigrate && !*noMigrate, store.Options{})
+	st, err := startStore(ctx, cfg, cfg.AutoMigrate && !*noMigrate, true, store.Options{})
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := store.Migrate(ctx, cfg.DatabaseURL); err != nil {
+	if err := migrateStore(ctx, cfg); err != nil {
 		return err
 	}
 	kind, _, _ := store.Parse(cfg.DatabaseURL)

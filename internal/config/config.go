@@ -23,6 +23,8 @@ import (
 // usable.
 type Config struct {
 	DatabaseURL      string         // "" means SQLite at ./felix.db
+	DatabaseURLFrom  string         // where DATABASE_URL was set: "the environment", ".env.local", ".env", or "" when unset
+	ConnectTimeout   time.Duration  // STORE_CONNECT_TIMEOUT: how long startup may wait for the database
 	TargetURL        *url.URL       // the image API's base URL, path prefix kept; nil when not required and unset
 	TargetPath       string         // path appended to TargetURL, starts with "/"
 	TargetKey        string         // secret sent to the target; "" sends none
@@ -58,6 +60,7 @@ type Var struct {
 // README. Load takes its defaults from here, so do not modify it.
 var Vars = []Var{
 	{"DATABASE_URL", "", "postgres://… for PostgreSQL; a file path (./data/felix.db) or sqlite:PATH for SQLite; empty means SQLite at ./felix.db"},
+	{"STORE_CONNECT_TIMEOUT", "10s", "how long startup waits for the database to answer before it fails (Go duration); waiting for another instance's migrations is not counted"},
 	{"TARGET_API_DOMAIN", "", "base URL of the image API, e.g. https://gpu.example.com (required by serve)"},
 	{"TARGET_API_PATH", "/api/generate", "path of the generate endpoint on the target"},
 	{"TARGET_API_KEY", "", "secret sent to the target; never logged or returned to clients"},
@@ -114,6 +117,8 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 
 	c := Config{
 		DatabaseURL:      e.databaseURL(),
+		DatabaseURLFrom:  e.from("DATABASE_URL"),
+		ConnectTimeout:   e.duration("STORE_CONNECT_TIMEOUT", false),
 		TargetURL:        e.targetURL(requireTarget),
 		TargetPath:       e.targetPath(),
 		TargetKey:        e.secret("TARGET_API_KEY"),
@@ -210,6 +215,26 @@ func (e *env) get(name string) string {
 		v = defaultOf(name)
 	}
 	return v
+}
+
+// from names the source of name's value as get finds it: "the
+// environment", a file name, or "" when it is unset or empty (its default).
+func (e *env) from(name string) string {
+	if v, ok := e.lookup(name); ok {
+		if v == "" {
+			return ""
+		}
+		return "the environment"
+	}
+	for i, vars := range e.files {
+		if v, ok := vars[name]; ok {
+			if v == "" {
+				return ""
+			}
+			return envFiles[i]
+		}
+	}
+	return ""
 }
 
 // defaultOf returns the default of a variable listed in Vars.

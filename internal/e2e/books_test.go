@@ -35,7 +35,7 @@ type book struct {
 	seenTarget  atomic.Int64 // the target's own non-2xx, relayed
 	lost        atomic.Int64 // transport errors: the answer may have been settled
 	settleFail  atomic.Int64 // 503: the target answered 2xx but the settle was not confirmed
-	storeDown   atomic.Int64 // 503 store_unavailable before forwarding
+	storeDown   atomic.Int64 // 503 store_unavailable or store_read_only before forwarding
 	refused     atomic.Int64 // connection refused: never reached felix
 	unexpected  atomic.Int64 // anything else
 	mu          sync.Mutex
@@ -62,7 +62,7 @@ func (b *book) record(a answer) {
 		b.mu.Lock()
 		b.settleIDs = append(b.settleIDs, a.reqID)
 		b.mu.Unlock()
-	case a.status == http.StatusServiceUnavailable && a.code == "store_unavailable":
+	case a.status == http.StatusServiceUnavailable && (a.code == "store_unavailable" || a.code == "store_read_only"):
 		b.storeDown.Add(1)
 	default:
 		b.unexpected.Add(1)

@@ -25,6 +25,7 @@ type tallyRow struct {
 	requests      int64 // client requests sent and answered (or cut)
 	kills         int64 // SIGKILLs survived
 	faults        int64 // other faults injected: SIGTERM restarts, cut-off shutdowns, outages, stalls
+	failovers     int64 // PostgreSQL primaries lost (stopped or fenced) and standbys promoted under load
 	audits        int64 // book checks run
 	discrepancies int64 // book checks that failed
 }
@@ -56,7 +57,7 @@ func writeReport(w io.Writer) {
 	tallies.Lock()
 	defer tallies.Unlock()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "store\trequests sent\tkills survived\tother faults injected\tbook audits\tdiscrepancies\t")
+	fmt.Fprintln(tw, "store\trequests sent\tkills survived\tfailovers survived\tother faults injected\tbook audits\tdiscrepancies\t")
 	kinds := make([]store.Kind, 0, len(tallies.rows))
 	for k := range tallies.rows {
 		kinds = append(kinds, k)
@@ -64,7 +65,7 @@ func writeReport(w io.Writer) {
 	slices.Sort(kinds)
 	for _, k := range kinds {
 		r := tallies.rows[k]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", k, r.requests, r.kills, r.faults, r.audits, r.discrepancies)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", k, r.requests, r.kills, r.failovers, r.faults, r.audits, r.discrepancies)
 	}
 	tw.Flush()
 }

@@ -28,6 +28,10 @@ var (
 	ErrInvalidAmount    = errors.New("invalid amount")
 	// ErrUnavailable wraps every store failure that is not one of the above.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrReadOnly is a store failure (wrapped in ErrUnavailable too) whose
+	// cause is that the store refuses writes: a PostgreSQL standby, a
+	// server with default_transaction_read_only on, a read-only SQLite file.
+	ErrReadOnly = errors.New("store is read-only")
 )
 
 // Key is one API key's state. The plaintext key is never stored; Prefix is
@@ -446,6 +450,10 @@ type Ledger interface {
 	ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
+	// Writable reports whether the store accepts writes now: nil, an error
+	// wrapping ErrReadOnly, or why it could not tell. It must be cheap
+	// enough for a load balancer to poll.
+	Writable(ctx context.Context) error
 }
 
 // Keys stores API keys and their events.

@@ -107,3 +107,8 @@ func unavailableOrNil(err error) error {
 
 // Ping reports whether the store answers.
 func (s *Service) Ping(ctx context.Context) error { return unavailableOrNil(s.ledger.Ping(ctx)) }
+
+// Writable reports whether the store accepts writes (readiness).
+func (s *Service) Writable(ctx context.Context) error {
+	return unavailableOrNil(s.ledger.Writable(ctx))
+}

@@ -93,6 +93,8 @@ func toAPIError(err error) *apiError {
 		return errorf(http.StatusConflict, "key_exists", "an API key with this value exists already")
 	case errors.Is(err, quota.ErrInvalidKeyFormat), errors.Is(err, quota.ErrInvalidAmount), errors.Is(err, quota.ErrInvalidIdempotencyKey):
 		return badRequest("%s", err.Error())
+	case errors.Is(err, quota.ErrReadOnly):
+		return errorf(http.StatusServiceUnavailable, "store_read_only", "the usage store is read-only (a database failover may be in progress): the request was not forwarded and not charged; retry later")
 	case errors.Is(err, quota.ErrUnavailable):
 		return errorf(http.StatusServiceUnavailable, "store_unavailable", "the usage store cannot be reached: the request was not forwarded and not charged; retry later")
 	}

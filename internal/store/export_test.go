@@ -1,5 +1,27 @@
 package store
 
+import (
+	"context"
+	"fmt"
+)
+
 // MigrateTo applies the migrations up to version, for tests that build a
 // database of an older schema.
 var MigrateTo = migrateTo
+
+// TurnReadOnly makes s refuse writes from now on as a read-only server or
+// file would: SQLite's writer connection gets query_only; PostgreSQL's
+// pooled connections get default_transaction_read_only, as a server whose
+// configuration changed would give them (open s with MaxConns 1 so that
+// the setting reaches its only connection).
+func TurnReadOnly(ctx context.Context, s Store) error {
+	switch s := s.(type) {
+	case *SQLite:
+		_, err := s.w.ExecContext(ctx, `PRAGMA query_only = 1`)
+		return err
+	case *Postgres:
+		_, err := s.pool.Exec(ctx, `SET default_transaction_read_only = on`)
+		return err
+	}
+	return fmt.Errorf("TurnReadOnly: unknown store %T", s)
+}

@@ -21,6 +21,7 @@ import (
 type Postgres struct {
 	pool   *pgxpool.Pool
 	writes *group[callWrite, callResult]
+	probes probeShare // Writable's (health.go)
 }
 
 func pgxConfig(dsn string) (*pgxpool.Config, error) {
@@ -29,6 +30,7 @@ func pgxConfig(dsn string) (*pgxpool.Config, error) {
 		// pgx's message can include the password; name only the setting.
 		return nil, errors.New("store: DATABASE_URL is not a valid PostgreSQL URL: use e.g. postgres://user:pass@host:5432/felix")
 	}
+	forFailover(cfg)
 	return cfg, nil
 }
 
@@ -47,7 +49,7 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Postgres, error)
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("store: postgres: %w", err)
+		return nil, fmt.Errorf("store: postgres: %w", readOnly(err))
 	}
 	p := &Postgres{pool: pool}
 	p.writes = newGroup(p.commitGroup, rolledBack)

@@ -47,7 +47,7 @@ func wrap(op string, err error) error {
 	if err == nil || errors.Is(err, quota.ErrKeyNotFound) {
 		return err
 	}
-	return fmt.Errorf("store: %s: %w", op, err)
+	return fmt.Errorf("store: %s: %w", op, readOnly(err))
 }
 
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)

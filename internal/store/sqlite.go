@@ -22,6 +22,7 @@ type SQLite struct {
 	w, r   *sql.DB
 	tx     sqliteTx                      // the writer's statements; used by writes' goroutine only
 	writes *group[callWrite, callResult] // the calls' writes, committed in groups
+	probes probeShare                    // Writable's (health.go)
 }
 
 // sqlitePragmas are applied to every connection. synchronous=FULL makes

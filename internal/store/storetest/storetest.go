@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -194,4 +195,31 @@ func openSQL(t testing.TB, databaseURL string) *sql.DB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// SilentServer returns the address of a server that accepts TCP
+// connections and never answers, like a database host that hangs.
+func SilentServer(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	return ln.Addr().String()
 }
