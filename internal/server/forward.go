@@ -1,0 +1,145 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// What crosses between a client and the target, besides the bodies.
+
+// clientOnlyHeaders are request fields about the client's connection to
+// Felix, its credentials or its framing, none of which the target gets.
+var clientOnlyHeaders = []string{
+	"Authorization", "X-Api-Key", "Cookie", "Proxy-Authorization", // credentials
+	"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Http2-Settings", // hop by hop
+	"Content-Length", "Content-Encoding", "Transfer-Encoding", "Expect", // Felix frames its own body
+	"Forwarded", "X-Real-Ip", // claims about the client: Felix sets X-Forwarded-For itself
+}
+
+// forwardHeaders returns the client's request fields that the target may
+// get: all but clientOnlyHeaders, those the client's Connection names, and
+// every X-Forwarded-*. Without Connection and Upgrade, the proxy never
+// sees an upgrade to pass on.
+func forwardHeaders(in http.Header) http.Header {
+	h := in.Clone()
+	for _, v := range in["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			h.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, name := range clientOnlyHeaders {
+		h.Del(name)
+	}
+	for name := range h {
+		if strings.HasPrefix(http.CanonicalHeaderKey(name), "X-Forwarded-") {
+			delete(h, name)
+		}
+	}
+	return h
+}
+
+// answerHeaders are the target's response fields a client gets: those
+// that describe the answer itself. The rest stays with Felix: hop-by-hop
+// fields, the ones the target's Connection names (Go's transport drops
+// the Connection field itself when it says close, so they cannot all be
+// known), Set-Cookie, and whatever the target says about itself.
+var answerHeaders = []string{
+	"Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+	"Content-Type", "Etag", "Expires", "Last-Modified", "Retry-After", "Vary",
+}
+
+// keepAnswerHeaders removes every field but answerHeaders.
+func keepAnswerHeaders(h http.Header) {
+	for name := range h {
+		if !slices.Contains(answerHeaders, http.CanonicalHeaderKey(name)) {
+			delete(h, name)
+		}
+	}
+}
+
+// answerWriter is what the proxy writes a target's answer through. It
+// keeps the proxy's header writes to itself until the final status, so
+// that a target's interim 1xx answer (and its fields) is not passed on
+// and cannot wipe Felix's own fields, and it gives every write to the
+// client at most idle: a client that stops reading is cut off.
+type answerWriter struct {
+	http.ResponseWriter
+	header http.Header
+	wrote  bool
+	idle   time.Duration
+	err    error // the first failed write: the client left or stopped reading
+}
+
+func (w *answerWriter) Header() http.Header { return w.header }
+
+func (w *answerWriter) WriteHeader(code int) {
+	if code < 200 || w.wrote {
+		return
+	}
+	w.wrote = true
+	h := w.ResponseWriter.Header()
+	for name, values := range w.header {
+		h[name] = values
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *answerWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	if w.idle > 0 {
+		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.idle))
+	}
+	n, err := w.ResponseWriter.Write(p)
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return n, err
+}
+
+func (w *answerWriter) Flush() {
+	w.WriteHeader(http.StatusOK)
+	http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *answerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// idleBody is a target's answer body that is cut (by cancelling the
+// outbound request) when the target sends nothing for idle while Felix
+// waits for its next bytes. Time spent waiting for the client to take
+// the bytes does not count.
+type idleBody struct {
+	io.ReadCloser
+	idle  time.Duration
+	timer *time.Timer
+	idled atomic.Bool
+	err   error // the first read error other than EOF
+}
+
+func newIdleBody(rc io.ReadCloser, idle time.Duration, cut func()) *idleBody {
+	b := &idleBody{ReadCloser: rc, idle: idle}
+	b.timer = time.AfterFunc(time.Hour, func() {
+		b.idled.Store(true)
+		cut()
+	})
+	b.timer.Stop()
+	return b
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	n, err := b.ReadCloser.Read(p)
+	b.timer.Stop()
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
+}
