@@ -42,22 +42,35 @@ func forwardHeaders(in http.Header) http.Header {
 	return h
 }
 
-// answerHeaders are the target's response fields a client gets: those
-// that describe the answer itself. The rest stays with Felix: hop-by-hop
-// fields, the ones the target's Connection names (Go's transport drops
-// the Connection field itself when it says close, so they cannot all be
-// known), Set-Cookie, and whatever the target says about itself.
+// targetOnlyHeaders are response fields of the target that its client
+// never gets, besides the hop-by-hop ones (and those the target's
+// Connection names) that httputil.ReverseProxy removes: its cookies,
+// its alternative services and its request ID (the client has Felix's).
+var targetOnlyHeaders = []string{"Set-Cookie", "Set-Cookie2", "Alt-Svc", "X-Request-Id"}
+
+// answerHeaders are the fields that describe an answer itself.
 var answerHeaders = []string{
 	"Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
 	"Content-Type", "Etag", "Expires", "Last-Modified", "Retry-After", "Vary",
 }
 
-// keepAnswerHeaders removes every field but answerHeaders.
-func keepAnswerHeaders(h http.Header) {
-	for name := range h {
-		if !slices.Contains(answerHeaders, http.CanonicalHeaderKey(name)) {
-			delete(h, name)
+// stripTargetHeaders removes the target's fields that its client must not
+// get. Go's HTTP client drops a "Connection: close, …" field before Felix
+// sees the answer, and with it the names of the other hop-by-hop fields it
+// listed; so when the target closed its connection only answerHeaders
+// pass.
+func stripTargetHeaders(resp *http.Response) {
+	h := resp.Header
+	if resp.Close && h["Connection"] == nil && resp.ProtoAtLeast(1, 1) {
+		for name := range h {
+			if !slices.Contains(answerHeaders, http.CanonicalHeaderKey(name)) {
+				delete(h, name)
+			}
 		}
+		return
+	}
+	for _, name := range targetOnlyHeaders {
+		h.Del(name)
 	}
 }
 

@@ -151,7 +151,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return errSwitchingProtocols
 	}
-	keepAnswerHeaders(resp.Header)
+	stripTargetHeaders(resp)
 	resp.Trailer = nil // the target's trailers are not passed on either
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if err := c.res.Settle(resp.Request.Context(), resp.StatusCode); err != nil {
