@@ -20,15 +20,16 @@ var clientOnlyHeaders = []string{
 	"Forwarded", "X-Real-Ip", // claims about the client: Felix sets X-Forwarded-For itself
 }
 
-// forwardHeaders returns the client's request fields that the target may
-// get: all but clientOnlyHeaders, those the client's Connection names, and
-// every X-Forwarded-*. Without Connection and Upgrade, the proxy never
-// sees an upgrade to pass on.
-func forwardHeaders(in http.Header) http.Header {
-	h := in.Clone()
-	for _, v := range in["Connection"] {
+// stripClientHeaders removes from a client's request fields those the
+// target must not get: clientOnlyHeaders, those the client's Connection
+// names, and every X-Forwarded-*. Without Connection and Upgrade, the proxy
+// never sees an upgrade to pass on.
+func stripClientHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
 		for name := range strings.SplitSeq(v, ",") {
-			h.Del(strings.TrimSpace(name))
+			if name = strings.TrimSpace(name); name != "" && http.CanonicalHeaderKey(name) != "Connection" {
+				h.Del(name)
+			}
 		}
 	}
 	for _, name := range clientOnlyHeaders {
@@ -39,7 +40,6 @@ func forwardHeaders(in http.Header) http.Header {
 			delete(h, name)
 		}
 	}
-	return h
 }
 
 // targetOnlyHeaders are response fields of the target that its client

@@ -166,7 +166,7 @@ func (s *framingScanner) feed(p []byte) {
 				s.line = append(s.line, p[:i]...)
 				s.offset += int64(i + 1)
 				p = p[i+1:]
-				s.endLine(string(bytes.TrimSuffix(s.line, []byte("\r"))))
+				s.endLine(bytes.TrimSuffix(s.line, []byte("\r")))
 				s.line = s.line[:0]
 			}
 			if len(s.line) > maxScanLine {
@@ -176,8 +176,9 @@ func (s *framingScanner) feed(p []byte) {
 	}
 }
 
-// endLine handles one complete line, without its line end.
-func (s *framingScanner) endLine(line string) {
+// endLine handles one complete line, without its line end. The line is
+// the scanner's buffer: keep no part of it.
+func (s *framingScanner) endLine(line []byte) {
 	switch s.state {
 	case scanRequestLine:
 		s.requestLine(line)
@@ -186,19 +187,19 @@ func (s *framingScanner) endLine(line string) {
 	case scanChunkSize:
 		s.chunkSize(line)
 	case scanTrailer:
-		if line == "" {
+		if len(line) == 0 {
 			s.state = scanRequestLine
 		}
 	}
 }
 
-func (s *framingScanner) requestLine(line string) {
-	if line == "" {
+func (s *framingScanner) requestLine(line []byte) {
+	if len(line) == 0 {
 		return // Go tolerates blank lines before a request after a POST
 	}
-	_, rest, ok1 := strings.Cut(line, " ")
-	_, proto, ok2 := strings.Cut(rest, " ")
-	major, minor, ok3 := http.ParseHTTPVersion(proto)
+	_, rest, ok1 := bytes.Cut(line, []byte(" "))
+	_, proto, ok2 := bytes.Cut(rest, []byte(" "))
+	major, minor, ok3 := httpVersion(proto)
 	if !ok1 || !ok2 || !ok3 {
 		s.state = scanStopped // Go answers 400 and closes
 		return
@@ -208,18 +209,28 @@ func (s *framingScanner) requestLine(line string) {
 	s.state = scanHeader
 }
 
-func (s *framingScanner) headerLine(line string) {
-	if line == "" {
+// httpVersion parses "HTTP/x.y" as http.ParseHTTPVersion does.
+func httpVersion(v []byte) (major, minor int, ok bool) {
+	if len(v) != len("HTTP/x.y") || !bytes.HasPrefix(v, []byte("HTTP/")) || v[6] != '.' || !isDigit(v[5]) || !isDigit(v[7]) {
+		return 0, 0, false
+	}
+	return int(v[5] - '0'), int(v[7] - '0'), true
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func (s *framingScanner) headerLine(line []byte) {
+	if len(line) == 0 {
 		s.endHead()
 		return
 	}
 	if line[0] == ' ' || line[0] == '\t' { // obs-fold: Go joins it to the field before
 		if s.last != nil {
-			*s.last += " " + line
+			*s.last += " " + string(line)
 		}
 		return
 	}
-	name, value, ok := strings.Cut(line, ":")
+	name, value, ok := bytes.Cut(line, []byte(":"))
 	if !ok {
 		s.state = scanStopped // Go answers 400 and closes
 		return
@@ -227,7 +238,7 @@ func (s *framingScanner) headerLine(line string) {
 	s.last = nil
 	switch {
 	case asciiEqualFold(name, "Content-Length"):
-		s.lengths = append(s.lengths, value)
+		s.lengths = append(s.lengths, string(value))
 		s.last = &s.lengths[len(s.lengths)-1]
 	case asciiEqualFold(name, "Transfer-Encoding"):
 		s.encodings++
@@ -276,25 +287,47 @@ func contentLength(values []string) (int64, bool) {
 	return int64(n), err == nil
 }
 
-// chunkSize reads a chunk-size line: hex digits, then optional white space
-// and extensions. The last chunk (size 0) is followed by trailer fields.
-func (s *framingScanner) chunkSize(line string) {
-	line, _, _ = strings.Cut(line, ";")
-	line = strings.TrimRight(line, " \t")
-	n, err := strconv.ParseUint(line, 16, 64)
+// chunkSize reads a chunk-size line: at most 16 hex digits, then optional
+// white space and extensions. The last chunk (size 0) is followed by
+// trailer fields.
+func (s *framingScanner) chunkSize(line []byte) {
+	line, _, _ = bytes.Cut(line, []byte(";"))
+	line = bytes.TrimRight(line, " \t")
+	var n int64
+	for _, c := range line {
+		d := hexDigit(c)
+		if d < 0 || len(line) > 16 || n > 1<<58 { // so many bytes never arrive
+			s.state = scanStopped // Go's chunked reader fails, and the connection is closed
+			return
+		}
+		n = n<<4 | int64(d)
+	}
 	switch {
-	case err != nil || len(line) > 16 || n > 1<<62:
-		s.state = scanStopped // Go's chunked reader fails, and the connection is closed
+	case len(line) == 0:
+		s.state = scanStopped
 	case n == 0:
 		s.state = scanTrailer
 	default:
-		s.remain, s.state = int64(n)+2, scanChunkData // the data and its CRLF
+		s.remain, s.state = n+2, scanChunkData // the data and its CRLF
 	}
 }
 
-// asciiEqualFold is strings.EqualFold for ASCII only, as header names are
-// compared (strings.EqualFold would also match "ſ" to "s").
-func asciiEqualFold(a, b string) bool {
+func hexDigit(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// asciiEqualFold reports whether the header name a equals b ignoring
+// ASCII case, as header names are compared (strings.EqualFold would also
+// match "ſ" to "s").
+func asciiEqualFold(a []byte, b string) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -58,8 +58,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	defer cancel(nil)
 	c := &call{res: res, requestID: requestID(r.Context()), cut: func() { cancel(errTargetIdle) }}
 	// The target gets Felix's own body and framing, none of the client's.
+	stripClientHeaders(r.Header) // the key was read from it already
 	out := r.WithContext(context.WithValue(ctx, callKey, c))
-	out.Header = forwardHeaders(r.Header)
 	out.Body = io.NopCloser(bytes.NewReader(req.forward))
 	out.ContentLength = int64(len(req.forward))
 	out.TransferEncoding = nil
