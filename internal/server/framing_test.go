@@ -24,7 +24,7 @@ func TestFramingScanner(t *testing.T) {
 		{"one request, no body", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", []string{""}},
 		{"keep-alive with bodies", post + "Content-Length: 5\r\n\r\nhello" + post + "Content-Length: 2\r\n\r\n{}" + "GET / HTTP/1.1\r\nHost: x\r\n\r\n", []string{"", "", ""}},
 		{"a body that looks like a head", post + "Content-Length: " + strconv.Itoa(len(fake)) + "\r\n\r\n" + fake + post + "\r\n", []string{"", ""}},
-		{"chunked, then keep-alive", post + "Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n3  \r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n" + post + "\r\n", []string{"", ""}},
+		{"chunked, then keep-alive", post + "Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n3  \r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n" + post + "\r\n", []string{"", ""}},
 		{"CL then TE", post + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []string{"both"}},
 		{"TE then CL, other case", post + "transfer-encoding: CHUNKED\r\ncontent-length: 5\r\n\r\n0\r\n\r\n", []string{"both"}},
 		{"smuggled after a good request", post + "Content-Length: 2\r\n\r\n{}" + post + "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n", []string{"", "both"}},
