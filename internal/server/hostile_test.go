@@ -192,7 +192,7 @@ func TestSlowOrVanishingBody(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
 		var logs syncbuf.Buffer
 		f := newFelixServer(t, db, newTarget(t), func(hs *http.Server) { hs.ReadTimeout = time.Second }, logged(&logs))
-		_, key, err := f.quota.CreateKey(context.Background(), "", "", 5) // not over HTTP: the server's timeout is short
+		_, key, err := f.quota.CreateKey(context.Background(), quota.KeySpec{Remaining: 5}) // not over HTTP: the server's timeout is short
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestSlowOrVanishingBody(t *testing.T) {
 		}
 
 		g := newFelixOn(t, db, f.target, logged(&logs)) // the default ReadTimeout: the hang-up comes first
-		_, key2, err := g.quota.CreateKey(context.Background(), "", "", 5)
+		_, key2, err := g.quota.CreateKey(context.Background(), quota.KeySpec{Remaining: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +245,7 @@ func TestClientGoneDuringReserve(t *testing.T) {
 		var logs syncbuf.Buffer
 		st := &reserveBlocks{Store: storetest.Open(t, db), started: make(chan struct{})}
 		svc := quota.NewService(quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test"})
-		_, key, err := svc.CreateKey(context.Background(), "", "", 5)
+		_, key, err := svc.CreateKey(context.Background(), quota.KeySpec{Remaining: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
