@@ -374,6 +374,19 @@ func TestDemo(t *testing.T) {
 		t.Errorf("stats with the demo admin token: %v %v", resp, err)
 	}
 	resp.Body.Close()
+
+	// serve and demo check each request's framing as sent (server.Listener).
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "POST /api/generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+key+"\r\n"+
+		"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n12\r\n{\"prompt\":\"a fox\"}\r\n0\r\n\r\n")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a request with both Content-Length and Transfer-Encoding: got %v, %v; want 400", resp, err)
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -133,13 +133,14 @@ func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Serv
 // SHUTDOWN_TIMEOUT, and returns.
 func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota.Service, log *slog.Logger) error {
 	h := server.New(server.Options{
-		Quota:           svc,
-		Target:          cfg.TargetURL,
-		TargetPath:      cfg.TargetPath,
-		TargetKey:       quota.Secret(cfg.TargetKey),
-		TargetKeyHeader: cfg.TargetKeyHeader,
-		TargetTimeout:   cfg.TargetTimeout,
-		AdminToken:      quota.Secret(cfg.AdminToken),
+		Quota:             svc,
+		Target:            cfg.TargetURL,
+		TargetPath:        cfg.TargetPath,
+		TargetKey:         quota.Secret(cfg.TargetKey),
+		TargetKeyHeader:   cfg.TargetKeyHeader,
+		TargetTimeout:     cfg.TargetTimeout,
+		TargetIdleTimeout: cfg.TargetIdleTimeout,
+		AdminToken:        quota.Secret(cfg.AdminToken),
 		Limits: server.Limits{
 			MaxBodyBytes: cfg.MaxBodyBytes, MaxWidth: cfg.MaxWidth, MaxHeight: cfg.MaxHeight,
 			MaxSteps: cfg.MaxSteps, MaxBatchSize: cfg.MaxBatchSize,
@@ -164,7 +165,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 
 	served := make(chan error, 1)
 	ln = &closeOnce{Listener: ln}
-	go func() { served <- hs.Serve(ln) }()
+	go func() { served <- hs.Serve(server.Listener(ln)) }()
 	select {
 	case err := <-served:
 		return err

@@ -22,31 +22,32 @@ import (
 // Config is every setting Felix reads. Load fills it; the zero value is not
 // usable.
 type Config struct {
-	DatabaseURL      string         // "" means SQLite at ./felix.db
-	DatabaseURLFrom  string         // where DATABASE_URL was set: "the environment", ".env.local", ".env", or "" when unset
-	ConnectTimeout   time.Duration  // STORE_CONNECT_TIMEOUT: how long startup may wait for the database
-	TargetURL        *url.URL       // the image API's base URL, path prefix kept; nil when not required and unset
-	TargetPath       string         // path appended to TargetURL, starts with "/"
-	TargetKey        string         // secret sent to the target; "" sends none
-	TargetKeyHeader  string         // header carrying TargetKey; "Authorization" sends "Bearer <key>"
-	TargetTimeout    time.Duration  // how long one call to the target may take
-	ReservationGrace time.Duration  // orphaned calls are released TargetTimeout+ReservationGrace after they start
-	AdminToken       string         // bearer token for admin operations; "" disables them
-	Addr             string         // listen address, ":PORT"
-	MaxBodyBytes     int64          // largest accepted request body
-	MaxWidth         int            // largest accepted width
-	MaxHeight        int            // largest accepted height
-	MaxSteps         int            // largest accepted steps
-	MaxBatchSize     int            // largest accepted batch_size
-	ShutdownTimeout  time.Duration  // how long in-flight requests may take to finish on shutdown
-	StatsLocation    *time.Location // time zone of the daily statistics
-	InstanceID       string         // "" means the caller picks one (hostname:port)
-	LogLevel         slog.Level     // minimum level logged
-	LogFormat        string         // "text" or "json"
-	AutoMigrate      bool           // serve applies migrations at start
-	UsageRetention   time.Duration  // how long the usage log keeps a call; 0 keeps them forever
-	IdempotencyTTL   time.Duration  // how long an Idempotency-Key is remembered
-	IdempotencyMax   int64          // largest answer kept for replaying an Idempotency-Key
+	DatabaseURL       string         // "" means SQLite at ./felix.db
+	DatabaseURLFrom   string         // where DATABASE_URL was set: "the environment", ".env.local", ".env", or "" when unset
+	ConnectTimeout    time.Duration  // STORE_CONNECT_TIMEOUT: how long startup may wait for the database
+	TargetURL         *url.URL       // the image API's base URL, path prefix kept; nil when not required and unset
+	TargetPath        string         // path appended to TargetURL, starts with "/"
+	TargetKey         string         // secret sent to the target; "" sends none
+	TargetKeyHeader   string         // header carrying TargetKey; "Authorization" sends "Bearer <key>"
+	TargetTimeout     time.Duration  // how long one call to the target may take
+	TargetIdleTimeout time.Duration  // how long a target's answer may pause once its headers arrived
+	ReservationGrace  time.Duration  // orphaned calls are released TargetTimeout+ReservationGrace after they start
+	AdminToken        string         // bearer token for admin operations; "" disables them
+	Addr              string         // listen address, ":PORT"
+	MaxBodyBytes      int64          // largest accepted request body
+	MaxWidth          int            // largest accepted width
+	MaxHeight         int            // largest accepted height
+	MaxSteps          int            // largest accepted steps
+	MaxBatchSize      int            // largest accepted batch_size
+	ShutdownTimeout   time.Duration  // how long in-flight requests may take to finish on shutdown
+	StatsLocation     *time.Location // time zone of the daily statistics
+	InstanceID        string         // "" means the caller picks one (hostname:port)
+	LogLevel          slog.Level     // minimum level logged
+	LogFormat         string         // "text" or "json"
+	AutoMigrate       bool           // serve applies migrations at start
+	UsageRetention    time.Duration  // how long the usage log keeps a call; 0 keeps them forever
+	IdempotencyTTL    time.Duration  // how long an Idempotency-Key is remembered
+	IdempotencyMax    int64          // largest answer kept for replaying an Idempotency-Key
 }
 
 // Var describes one environment variable Felix reads.
@@ -66,6 +67,7 @@ var Vars = []Var{
 	{"TARGET_API_KEY", "", "secret sent to the target; never logged or returned to clients"},
 	{"TARGET_API_KEY_HEADER", "Authorization", `header carrying TARGET_API_KEY; with Authorization it is sent as "Bearer <key>"`},
 	{"TARGET_TIMEOUT", "120s", "how long Felix waits for the target's response headers (Go duration)"},
+	{"TARGET_IDLE_TIMEOUT", "60s", "how long an answer may stall once its headers arrived, the target sending or the client taking nothing (Go duration); the call stays charged"},
 	{"RESERVATION_GRACE", "30s", "orphaned calls are released TARGET_TIMEOUT plus this after they start"},
 	{"ADMIN_TOKEN", "", "bearer token for admin operations, at least 16 bytes (openssl rand -hex 32); empty disables them"},
 	{"PORT", "3000", "TCP port to listen on"},
@@ -116,31 +118,32 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 	}
 
 	c := Config{
-		DatabaseURL:      e.databaseURL(),
-		DatabaseURLFrom:  e.from("DATABASE_URL"),
-		ConnectTimeout:   e.duration("STORE_CONNECT_TIMEOUT", false),
-		TargetURL:        e.targetURL(requireTarget),
-		TargetPath:       e.targetPath(),
-		TargetKey:        e.secret("TARGET_API_KEY"),
-		TargetKeyHeader:  e.headerName("TARGET_API_KEY_HEADER"),
-		TargetTimeout:    e.duration("TARGET_TIMEOUT", false),
-		ReservationGrace: e.duration("RESERVATION_GRACE", true),
-		AdminToken:       e.adminToken(),
-		Addr:             e.addr(),
-		MaxBodyBytes:     int64(e.positiveInt("MAX_BODY_BYTES")),
-		MaxWidth:         e.positiveInt("MAX_WIDTH"),
-		MaxHeight:        e.positiveInt("MAX_HEIGHT"),
-		MaxSteps:         e.positiveInt("MAX_STEPS"),
-		MaxBatchSize:     e.positiveInt("MAX_BATCH_SIZE"),
-		ShutdownTimeout:  e.duration("SHUTDOWN_TIMEOUT", false),
-		StatsLocation:    e.location("STATS_TIMEZONE"),
-		InstanceID:       e.get("INSTANCE_ID"),
-		LogLevel:         e.logLevel("LOG_LEVEL"),
-		LogFormat:        e.oneOf("LOG_FORMAT", "text", "json"),
-		AutoMigrate:      e.bool("AUTO_MIGRATE"),
-		UsageRetention:   e.days("USAGE_RETENTION_DAYS"),
-		IdempotencyTTL:   e.duration("IDEMPOTENCY_TTL", false),
-		IdempotencyMax:   int64(e.positiveInt("IDEMPOTENCY_MAX_BYTES")),
+		DatabaseURL:       e.databaseURL(),
+		DatabaseURLFrom:   e.from("DATABASE_URL"),
+		ConnectTimeout:    e.duration("STORE_CONNECT_TIMEOUT", false),
+		TargetURL:         e.targetURL(requireTarget),
+		TargetPath:        e.targetPath(),
+		TargetKey:         e.secret("TARGET_API_KEY"),
+		TargetKeyHeader:   e.headerName("TARGET_API_KEY_HEADER"),
+		TargetTimeout:     e.duration("TARGET_TIMEOUT", false),
+		TargetIdleTimeout: e.duration("TARGET_IDLE_TIMEOUT", false),
+		ReservationGrace:  e.duration("RESERVATION_GRACE", true),
+		AdminToken:        e.adminToken(),
+		Addr:              e.addr(),
+		MaxBodyBytes:      int64(e.positiveInt("MAX_BODY_BYTES")),
+		MaxWidth:          e.positiveInt("MAX_WIDTH"),
+		MaxHeight:         e.positiveInt("MAX_HEIGHT"),
+		MaxSteps:          e.positiveInt("MAX_STEPS"),
+		MaxBatchSize:      e.positiveInt("MAX_BATCH_SIZE"),
+		ShutdownTimeout:   e.duration("SHUTDOWN_TIMEOUT", false),
+		StatsLocation:     e.location("STATS_TIMEZONE"),
+		InstanceID:        e.get("INSTANCE_ID"),
+		LogLevel:          e.logLevel("LOG_LEVEL"),
+		LogFormat:         e.oneOf("LOG_FORMAT", "text", "json"),
+		AutoMigrate:       e.bool("AUTO_MIGRATE"),
+		UsageRetention:    e.days("USAGE_RETENTION_DAYS"),
+		IdempotencyTTL:    e.duration("IDEMPOTENCY_TTL", false),
+		IdempotencyMax:    int64(e.positiveInt("IDEMPOTENCY_MAX_BYTES")),
 	}
 	if len(e.errs) > 0 {
 		return Config{}, errors.Join(e.errs...)
@@ -170,6 +173,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("target_key_set", c.TargetKey != ""),
 		slog.String("target_key_header", c.TargetKeyHeader),
 		slog.Duration("target_timeout", c.TargetTimeout),
+		slog.Duration("target_idle_timeout", c.TargetIdleTimeout),
 		slog.Duration("reservation_grace", c.ReservationGrace),
 		slog.Bool("admin_token_set", c.AdminToken != ""),
 		slog.String("addr", c.Addr),

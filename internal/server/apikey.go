@@ -1,7 +1,6 @@
 package server
 
 import (
-	"io"
 	"net/http"
 	"strconv"
 
@@ -45,7 +44,7 @@ func (s *Server) writeNewKey(w http.ResponseWriter, k quota.Key, full string) {
 // adminBody reads and decodes an admin request body with only the
 // allowed fields.
 func (s *Server) adminBody(w http.ResponseWriter, r *http.Request, allowed ...string) (object, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	body, err := s.readBody(w, r)
 	if err != nil {
 		return nil, err
 	}

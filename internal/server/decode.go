@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -34,7 +35,54 @@ func decodeObject(body []byte) (object, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badRequest("request body has data after the JSON object")
 	}
+	// encoding/json reads invalid UTF-8 and unpaired surrogates as U+FFFD,
+	// while unknown fields are forwarded as sent: refuse them, so that what
+	// Felix checked is what the target gets.
+	if !utf8.Valid(body) {
+		return nil, badRequest("request body is not valid UTF-8: send JSON text in UTF-8")
+	}
+	if unpairedSurrogate(body) {
+		return nil, badRequest(`request body has a \u escape of half a UTF-16 surrogate pair: escape characters outside the BMP as both halves, e.g. \ud83d\ude00`)
+	}
 	return obj, nil
+}
+
+// unpairedSurrogate reports whether valid JSON text has a \u escape of a
+// UTF-16 surrogate that is not a high one directly followed by a low one.
+// Backslashes occur only in strings, so every escape is found.
+func unpairedSurrogate(js []byte) bool {
+	for i := 0; i < len(js); i++ {
+		if js[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		r := escapedRune(js, i)
+		switch {
+		case !utf16.IsSurrogate(r):
+		case r >= 0xdc00: // a low half first
+			return true
+		case i+10 < len(js) && js[i+5] == '\\':
+			if low := escapedRune(js, i+6); low < 0xdc00 || low > 0xdfff {
+				return true
+			}
+			i += 10
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// escapedRune returns the rune of a "uXXXX" escape at js[i:], or -1.
+func escapedRune(js []byte, i int) rune {
+	if i+4 >= len(js) || js[i] != 'u' {
+		return -1
+	}
+	n, err := strconv.ParseUint(string(js[i+1:i+5]), 16, 32)
+	if err != nil {
+		return -1
+	}
+	return rune(n)
 }
 
 // has reports whether the field is present and not null.

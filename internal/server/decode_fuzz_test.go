@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -24,6 +25,7 @@ func FuzzDecodeGenerate(f *testing.F) {
 		`{"prompt":"a","prompt":""}`,
 		`{"prompt":"\u00e9\ud83d\ude00","seed":-1}`,
 		`[]`, `null`, `{"prompt":1e999}`, `{"prompt":"a"} x`, ``,
+		`{"prompt":"\ud800"}`, `{"prompt":"a","\udc00x":1}`, "{\"prompt\":\"a\xff\"}", `{"prompt":"\\ud800"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -38,6 +40,15 @@ func FuzzDecodeGenerate(f *testing.F) {
 		var in, out map[string]json.RawMessage
 		if err := json.Unmarshal(body, &in); err != nil {
 			t.Fatalf("accepted a body encoding/json refuses: %v", err)
+		}
+		// What Felix checked is what it forwards: decoding the body made no
+		// U+FFFD that the client did not send (of invalid UTF-8 or of an
+		// unpaired surrogate escape).
+		var decoded any
+		json.Unmarshal(body, &decoded)
+		sent := bytes.Count(body, []byte("\uFFFD")) + len(replacementEscape.FindAll(body, -1))
+		if got := replacements(decoded); got > sent {
+			t.Fatalf("accepted %q, whose decoding has %d U+FFFD where the client sent %d", body, got, sent)
 		}
 		if err := json.Unmarshal(req.forward, &out); err != nil {
 			t.Fatalf("forwarded body is not a JSON object: %v (%q)", err, req.forward)
@@ -65,6 +76,29 @@ func FuzzDecodeGenerate(f *testing.F) {
 			}
 		}
 	})
+}
+
+var replacementEscape = regexp.MustCompile(`\\u[fF]{3}[dD]`)
+
+// replacements counts U+FFFD in the names and strings of a decoded value.
+func replacements(v any) int {
+	switch v := v.(type) {
+	case string:
+		return strings.Count(v, "\uFFFD")
+	case []any:
+		n := 0
+		for _, e := range v {
+			n += replacements(e)
+		}
+		return n
+	case map[string]any:
+		n := 0
+		for k, e := range v {
+			n += strings.Count(k, "\uFFFD") + replacements(e)
+		}
+		return n
+	}
+	return 0
 }
 
 // FuzzAdminBody: the admin decoders never panic and accept only what

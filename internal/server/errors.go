@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +47,14 @@ func badRequest(format string, args ...any) *apiError {
 
 var errMissingKey = errorf(http.StatusUnauthorized, "invalid_api_key",
 	"missing API key: send it as Authorization: Bearer <key>, X-API-Key: <key> or the apiKey field")
+
+// errClientGone: the client hung up before its request was complete or
+// answered. Nobody is left to answer, and it is not a server failure.
+var errClientGone = errors.New("server: the client hung up")
+
+// closing returns a copy of e that closes the connection after the answer:
+// what follows on it cannot be trusted to be a request.
+func (e *apiError) closing() *apiError { return e.with("Connection", "close") }
 
 // refusedError maps why a call was not admitted to what the client sees.
 func refusedError(e *quota.RefusedError) *apiError {
@@ -102,8 +111,15 @@ func toAPIError(err error) *apiError {
 }
 
 // writeError answers with the SPEC's error JSON, logging server-side causes.
+// A client that has left gets no answer and is logged as such, not as a
+// failure: its request context ends whatever store call was waiting.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errClientGone) || r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		setOutcome(r.Context(), "client_gone")
+		return
+	}
 	ae := toAPIError(err)
+	setOutcome(r.Context(), ae.code)
 	if ae.status >= 500 {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
 			slog.String("request_id", requestID(r.Context())), slog.Int("status", ae.status), slog.String("err", err.Error()))

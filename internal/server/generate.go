@@ -19,8 +19,17 @@ type call struct {
 	res       *quota.Reservation
 	requestID string
 	settleErr error             // the target answered 2xx but the call could not be charged
+	body      *idleBody         // the target's answer body, once its headers arrived
+	cut       func()            // cancels the outbound request: the target went silent
 	idem      *quota.Idempotent // the call's Idempotency-Key claim, or nil
 }
+
+// errSwitchingProtocols: the target answered 101. Felix never asks for an
+// upgrade and never tunnels, so this is a failed call.
+var errSwitchingProtocols = errors.New("server: the target switched protocols (101) although none was asked for")
+
+// errTargetIdle cancels an outbound request whose answer stalled.
+var errTargetIdle = errors.New("server: the target sent nothing for TARGET_IDLE_TIMEOUT")
 
 // generate is POST /api/generate: decode → reserve → forward → settle or
 // release. The target's answer streams through; nothing is buffered.
@@ -28,7 +37,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	if s.endpoint == nil {
 		return errorf(http.StatusServiceUnavailable, "target_not_configured", "no target is configured: set TARGET_API_DOMAIN")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
+	body, err := s.readBody(w, r)
 	if err != nil {
 		return err
 	}
@@ -53,12 +62,35 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	c := &call{res: res, requestID: requestID(r.Context()), idem: idem}
-	out := r.WithContext(context.WithValue(r.Context(), callKey, c))
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	c := &call{res: res, requestID: requestID(r.Context()), idem: idem, cut: func() { cancel(errTargetIdle) }}
+	// The target gets Felix's own body and framing, none of the client's.
+	stripClientHeaders(r.Header) // the key was read from it already
+	out := r.WithContext(context.WithValue(ctx, callKey, c))
 	out.Body = io.NopCloser(bytes.NewReader(req.forward))
 	out.ContentLength = int64(len(req.forward))
-	s.proxy.ServeHTTP(w, out)
+	out.TransferEncoding = nil
+	out.Trailer = nil
+	aw := &answerWriter{ResponseWriter: w, header: http.Header{}, idle: s.opts.TargetIdleTimeout}
+	defer streamOutcome(r.Context(), c, aw) // also when a cut answer aborts the proxy
+	s.proxy.ServeHTTP(aw, out)
 	return nil
+}
+
+// streamOutcome names, for the access log, how a streamed answer ended
+// when it did not end well. The call was settled or released at the
+// status line already.
+func streamOutcome(ctx context.Context, c *call, aw *answerWriter) {
+	switch {
+	case c.body == nil:
+	case c.body.idled.Load():
+		setOutcome(ctx, "target_idle_timeout")
+	case aw.err != nil, c.body.err != nil && ctx.Err() != nil:
+		setOutcome(ctx, "client_gone") // it left or stopped reading
+	case c.body.err != nil:
+		setOutcome(ctx, "target_cut")
+	}
 }
 
 // clientKey finds the client's API key in Authorization: Bearer, X-API-Key
@@ -93,7 +125,8 @@ func bearerValue(r *http.Request) string {
 }
 
 // rewrite points the outbound request at the target, with the target's
-// credentials instead of the client's.
+// credentials instead of the client's, and Felix's X-Forwarded-For
+// instead of whatever the client claimed.
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	c := pr.In.Context().Value(callKey).(*call)
 	pr.Out.URL.Scheme = s.endpoint.Scheme
@@ -102,9 +135,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.RawPath = ""
 	pr.Out.URL.RawQuery = "" // the target gets the configured endpoint, nothing of the client's URL
 	pr.Out.Host = ""
-	h := pr.Out.Header
-	for _, name := range []string{"Authorization", "X-API-Key", "Cookie", "Proxy-Authorization"} {
-		h.Del(name)
+	h := pr.Out.Header // forwardHeaders kept only what the target may get
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		h.Set("X-Forwarded-For", ip)
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Request-ID", c.requestID)
@@ -119,21 +152,30 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 
 // modifyResponse settles the call when the target's status line is 2xx,
 // before any of the body reaches the client, and releases it otherwise.
-// A 2xx that cannot be charged is not delivered (proxyError answers 503).
+// A 2xx that cannot be charged is not delivered (proxyError answers 503);
+// a 101 is a failed call (proxyError answers 502).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	c := resp.Request.Context().Value(callKey).(*call)
-	resp.Header.Del("X-Request-ID") // the client gets Felix's, set already
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return errSwitchingProtocols
+	}
+	stripTargetHeaders(resp)
+	resp.Trailer = nil // the target's trailers are not passed on either
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if err := c.res.Settle(resp.Request.Context(), resp.StatusCode); err != nil {
 			c.settleErr = err
 			return err
 		}
-		if c.idem != nil {
-			resp.Body = keepAnswer(resp, c.idem)
-		}
-		return nil
+		setOutcome(resp.Request.Context(), "success")
+	} else {
+		s.release(resp.Request.Context(), c, resp.StatusCode)
+		setOutcome(resp.Request.Context(), "target_error")
 	}
-	s.release(resp.Request.Context(), c, resp.StatusCode)
+	c.body = newIdleBody(resp.Body, s.opts.TargetIdleTimeout, c.cut)
+	resp.Body = c.body
+	if c.idem != nil && resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		resp.Body = keepAnswer(resp, c.idem) // kept as it streams through
+	}
 	return nil
 }
 
@@ -151,7 +193,11 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case r.Context().Err() != nil:
 		// The client went away; nobody is left to answer.
-		logNote(r.Context(), slog.String("outcome", "client_gone"))
+		setOutcome(r.Context(), "client_gone")
+	case errors.Is(err, errSwitchingProtocols):
+		s.log.Warn("target switched protocols; the call failed", "request_id", c.requestID)
+		s.writeError(w, r, errorf(http.StatusBadGateway, "upstream_unreachable",
+			"the target answered 101 Switching Protocols, which Felix does not pass on; the call was not charged"))
 	case errors.As(err, &netErr) && netErr.Timeout():
 		s.writeError(w, r, errorf(http.StatusGatewayTimeout, "upstream_timeout",
 			"the target did not answer within %s; the call was not charged", s.opts.TargetTimeout))

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,6 +22,7 @@ const (
 	requestIDKey ctxKey = iota
 	logAttrsKey
 	callKey
+	framingKey
 )
 
 func requestID(ctx context.Context) string {
@@ -28,10 +30,24 @@ func requestID(ctx context.Context) string {
 	return id
 }
 
+// requestLog is what a request's access log line says beyond the basics.
+type requestLog struct {
+	attrs   []slog.Attr
+	outcome string // how the request ended; the latest word counts
+}
+
 // logNote adds an attribute to the request's access log line.
 func logNote(ctx context.Context, a slog.Attr) {
-	if attrs, ok := ctx.Value(logAttrsKey).(*[]slog.Attr); ok {
-		*attrs = append(*attrs, a)
+	if l, ok := ctx.Value(logAttrsKey).(*requestLog); ok {
+		l.attrs = append(l.attrs, a)
+	}
+}
+
+// setOutcome names how the request ended, for its access log line: an
+// error code, "success", "target_error", "client_gone", …
+func setOutcome(ctx context.Context, outcome string) {
+	if l, ok := ctx.Value(logAttrsKey).(*requestLog); ok {
+		l.outcome = outcome
 	}
 }
 
@@ -75,7 +91,9 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // observe gives every request an ID (the client's X-Request-ID when it is
-// sane) and logs one line when it ends.
+// sane) and logs exactly one line when it ends, also when it ends by a
+// panic: a proxied answer cut mid-stream aborts the handler with
+// http.ErrAbortHandler.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -84,18 +102,41 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			id = strings.ToLower(rand.Text())
 		}
 		w.Header().Set("X-Request-ID", id)
-		var attrs []slog.Attr
-		ctx := context.WithValue(context.WithValue(r.Context(), requestIDKey, id), logAttrsKey, &attrs)
+		l := &requestLog{}
+		ctx := context.WithValue(context.WithValue(r.Context(), requestIDKey, id), logAttrsKey, l)
 		sw := &statusWriter{ResponseWriter: w}
+		finished := false
+		defer func() { s.logRequest(ctx, r, sw, l, start, finished) }()
 		next.ServeHTTP(sw, r.WithContext(ctx))
-		if !s.log.Enabled(ctx, slog.LevelInfo) {
-			return
-		}
-		attrs = append(attrs,
-			slog.String("request_id", id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)))
-		s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+		finished = true
 	})
+}
+
+// logRequest writes a request's access log line.
+func (s *Server) logRequest(ctx context.Context, r *http.Request, sw *statusWriter, l *requestLog, start time.Time, finished bool) {
+	if !s.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	status, outcome := sw.status, l.outcome
+	switch {
+	case status == 0 && outcome == "client_gone":
+		status = 499 // nothing was sent: nginx's "client closed request"
+	case status == 0 && finished:
+		status = http.StatusOK // the server sends an empty 200
+	}
+	switch {
+	case outcome != "":
+	case !finished:
+		outcome = "aborted"
+	case status >= 400:
+		outcome = "error"
+	default:
+		outcome = "ok"
+	}
+	attrs := append(l.attrs,
+		slog.String("request_id", requestID(ctx)), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.String("outcome", outcome), slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)))
+	s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
 
 // adapt turns a handler into an http.Handler.
@@ -109,7 +150,8 @@ func (s *Server) adapt(h handler) http.Handler {
 
 // requireAdmin guards an endpoint with ADMIN_TOKEN as a bearer token,
 // compared in constant time (the hashes have equal length, so not even the
-// token's length leaks).
+// token's length leaks). An address that sent too many wrong tokens is
+// refused before its token is looked at (see attempts.go).
 func (s *Server) requireAdmin(h handler) handler {
 	want := sha256.Sum256([]byte(s.opts.AdminToken))
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -117,9 +159,17 @@ func (s *Server) requireAdmin(h handler) handler {
 			return errorf(http.StatusForbidden, "admin_disabled",
 				"admin endpoints are disabled: set ADMIN_TOKEN (e.g. ADMIN_TOKEN=$(openssl rand -hex 32)) and restart felix")
 		}
+		if wait, blocked := s.attempts.blocked(r.RemoteAddr); blocked {
+			return errorf(http.StatusTooManyRequests, "too_many_attempts",
+				"too many wrong admin tokens from your address: wait %d seconds, then send the right ADMIN_TOKEN", seconds(wait)).
+				with("Retry-After", strconv.Itoa(seconds(wait)))
+		}
 		token, ok := bearer(r)
 		got := sha256.Sum256([]byte(token))
 		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			if ok { // a guess; a request without a token guesses nothing
+				s.attempts.fail(r.RemoteAddr)
+			}
 			return errorf(http.StatusUnauthorized, "admin_required", "this endpoint needs the admin token: send Authorization: Bearer <ADMIN_TOKEN>").
 				with("WWW-Authenticate", `Bearer realm="felix admin"`)
 		}

@@ -28,6 +28,10 @@ type Options struct {
 	TargetKeyHeader string
 	// TargetTimeout bounds the wait for the target's response headers.
 	TargetTimeout time.Duration
+	// TargetIdleTimeout bounds each wait for the next bytes of an answer
+	// once its headers arrived, and each write of them to the client
+	// (60s when zero).
+	TargetIdleTimeout time.Duration
 	// AdminToken guards the admin API; empty disables it.
 	AdminToken quota.Secret
 	Limits     Limits
@@ -37,6 +41,8 @@ type Options struct {
 	// busy backend.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
+	// Now is the clock that counts wrong admin tokens; nil means time.Now.
+	Now func() time.Time
 }
 
 // Server handles Felix's HTTP API.
@@ -47,6 +53,7 @@ type Server struct {
 	proxy    *httputil.ReverseProxy
 	log      *slog.Logger
 	mux      *http.ServeMux
+	attempts *attempts // wrong admin tokens per address
 }
 
 // New returns a Server. Zero limits get the defaults of the SPEC.
@@ -63,11 +70,17 @@ func New(o Options) *Server {
 	if o.TargetTimeout <= 0 {
 		o.TargetTimeout = 120 * time.Second
 	}
+	if o.TargetIdleTimeout <= 0 {
+		o.TargetIdleTimeout = 60 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	o.Limits = o.Limits.withDefaults()
 	if o.Transport == nil {
 		o.Transport = NewTransport(o.TargetTimeout)
 	}
-	s := &Server{quota: o.Quota, opts: o, log: o.Logger}
+	s := &Server{quota: o.Quota, opts: o, log: o.Logger, attempts: newAttempts(o.Now, maxTrackedAddrs)}
 	if o.Target != nil {
 		s.endpoint = o.Target.JoinPath(o.TargetPath)
 		if !strings.HasPrefix(s.endpoint.Path, "/") {
@@ -105,8 +118,15 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// ServeHTTP serves the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the API. A request framed ambiguously on the wire is
+// refused before anything else (see framing.go).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := checkFraming(r); err != nil {
+		s.observe(s.adapt(func(http.ResponseWriter, *http.Request) error { return err })).ServeHTTP(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // NewTransport returns the transport Felix uses to reach a target: enough
 // idle connections for hundreds of concurrent calls, and a timeout awaiting
@@ -128,11 +148,13 @@ func NewTransport(timeout time.Duration) *http.Transport {
 }
 
 // NewHTTPServer returns an http.Server for h with timeouts that cut off
-// slow clients but let long generations and large images stream.
+// slow clients but let long generations and large images stream. Serve it
+// on Listener(ln), so that every request's framing is checked.
 func NewHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Addr:              addr,
 		Handler:           h,
+		ConnContext:       framingContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
 		IdleTimeout:       120 * time.Second,

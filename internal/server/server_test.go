@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -70,11 +72,26 @@ type felix struct {
 
 func newFelixOn(t testing.TB, databaseURL string, tg *target, configure ...func(*server.Options)) *felix {
 	t.Helper()
-	return newFelixQuota(t, databaseURL, tg, nil, configure...)
+	return newFelixFull(t, databaseURL, tg, nil, nil, configure...)
+}
+
+// newFelixServer is newFelixOn with the http.Server's settings changed by
+// configureHTTP (when not nil), e.g. a short ReadTimeout.
+func newFelixServer(t testing.TB, databaseURL string, tg *target, configureHTTP func(*http.Server), configure ...func(*server.Options)) *felix {
+	t.Helper()
+	return newFelixFull(t, databaseURL, tg, nil, configureHTTP, configure...)
 }
 
 // newFelixQuota is newFelixOn with the quota options set by qconf too.
 func newFelixQuota(t testing.TB, databaseURL string, tg *target, qconf func(*quota.Options), configure ...func(*server.Options)) *felix {
+	t.Helper()
+	return newFelixFull(t, databaseURL, tg, qconf, nil, configure...)
+}
+
+// newFelixFull builds a Felix with every setting a test may change: the
+// quota options (qconf), the http.Server's (configureHTTP) and the
+// server's (configure); nil ones are left as they are.
+func newFelixFull(t testing.TB, databaseURL string, tg *target, qconf func(*quota.Options), configureHTTP func(*http.Server), configure ...func(*server.Options)) *felix {
 	t.Helper()
 	st := storetest.Open(t, databaseURL)
 	qo := quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test"}
@@ -90,13 +107,26 @@ func newFelixQuota(t testing.TB, databaseURL string, tg *target, qconf func(*quo
 	for _, c := range configure {
 		c(&o)
 	}
-	return &felix{t: t, url: httptestServer(t, server.New(o)), target: tg, quota: svc, store: st}
+	return &felix{t: t, url: httptestServer(t, server.New(o), configureHTTP), target: tg, quota: svc, store: st}
 }
 
-func httptestServer(t testing.TB, h http.Handler) string {
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv.URL
+// httptestServer serves h on 127.0.0.1 the way felix serve does
+// (server.NewHTTPServer on server.Listener) and returns its base URL.
+func httptestServer(t testing.TB, h http.Handler, configure ...func(*http.Server)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := server.NewHTTPServer(ln.Addr().String(), h, slog.New(slog.DiscardHandler))
+	for _, c := range configure {
+		if c != nil {
+			c(hs)
+		}
+	}
+	go hs.Serve(server.Listener(ln))
+	t.Cleanup(func() { hs.Close() })
+	return "http://" + ln.Addr().String()
 }
 
 func newFelix(t testing.TB, databaseURL string, configure ...func(*server.Options)) *felix {
