@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/target"
 )
 
 // call is the state of one forwarded generate request, shared by the
@@ -19,12 +20,18 @@ type call struct {
 	res       *quota.Reservation
 	requestID string
 	settleErr error // the target answered 2xx but the call could not be charged
+
+	key       string         // the client's key: its turn in the queue
+	body      []byte         // what is forwarded, again on failover
+	slot      target.Slot    // the call's place on its target, once it has one
+	outcome   target.Outcome // how the call ended for its target
+	targetErr error          // why the target gave no answer
 }
 
 // generate is POST /api/generate: decode → reserve → forward → settle or
 // release. The target's answer streams through; nothing is buffered.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
-	if s.endpoint == nil {
+	if s.pool == nil {
 		return errorf(http.StatusServiceUnavailable, "target_not_configured", "no target is configured: set TARGET_API_DOMAIN")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.Limits.MaxBodyBytes))
@@ -45,7 +52,16 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c := &call{res: res, requestID: requestID(r.Context())}
+	c := &call{res: res, requestID: requestID(r.Context()), key: key, body: req.forward, outcome: target.Abandoned}
+	if err := s.acquire(r.Context(), c); err != nil {
+		s.release(r.Context(), c, 0)
+		if r.Context().Err() != nil {
+			logNote(r.Context(), slog.String("outcome", "client_gone")) // left the queue
+			return nil
+		}
+		return err
+	}
+	defer s.releaseSlot(c)
 	out := r.WithContext(context.WithValue(r.Context(), callKey, c))
 	out.Body = io.NopCloser(bytes.NewReader(req.forward))
 	out.ContentLength = int64(len(req.forward))
@@ -88,24 +104,19 @@ func bearerValue(r *http.Request) string {
 // credentials instead of the client's.
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	c := pr.In.Context().Value(callKey).(*call)
-	pr.Out.URL.Scheme = s.endpoint.Scheme
-	pr.Out.URL.Host = s.endpoint.Host
-	pr.Out.URL.Path = s.endpoint.Path
-	pr.Out.URL.RawPath = ""
-	pr.Out.URL.RawQuery = "" // the target gets the configured endpoint, nothing of the client's URL
+	pointAt(pr.Out.URL, c.slot.Target())
 	pr.Out.Host = ""
+	// Without GetBody the Transport never replays the call on a new
+	// connection once bytes went out: an image is not generated twice.
+	pr.Out.GetBody = nil
 	h := pr.Out.Header
 	for _, name := range []string{"Authorization", "X-API-Key", "Cookie", "Proxy-Authorization"} {
 		h.Del(name)
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Request-ID", c.requestID)
-	if s.opts.TargetKey != "" {
-		if http.CanonicalHeaderKey(s.opts.TargetKeyHeader) == "Authorization" {
-			h.Set("Authorization", "Bearer "+string(s.opts.TargetKey))
-		} else {
-			h.Set(s.opts.TargetKeyHeader, string(s.opts.TargetKey))
-		}
+	for name, values := range s.targetAuth {
+		h[name] = values
 	}
 }
 
@@ -114,6 +125,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 // A 2xx that cannot be charged is not delivered (proxyError answers 503).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	c := resp.Request.Context().Value(callKey).(*call)
+	c.outcome = target.Answered
 	resp.Header.Del("X-Request-ID") // the client gets Felix's, set already
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		if err := c.res.Settle(resp.Request.Context(), resp.StatusCode); err != nil {
@@ -137,7 +149,14 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.release(r.Context(), c, 0)
 	var netErr net.Error
+	var busy *target.BusyError
+	if r.Context().Err() == nil && c.slot.Target() != nil {
+		c.outcome, c.targetErr = target.NoAnswer, err
+	}
 	switch {
+	case errors.As(err, &busy):
+		// Failover found no other target.
+		s.writeError(w, r, err)
 	case r.Context().Err() != nil:
 		// The client went away; nobody is left to answer.
 		logNote(r.Context(), slog.String("outcome", "client_gone"))
