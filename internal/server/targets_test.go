@@ -94,6 +94,13 @@ func (g *gpu) stats() (calls, peak int) {
 	return g.calls, g.peak
 }
 
+func (g *gpu) wantCalls(t *testing.T, n int) {
+	t.Helper()
+	if got, _ := g.stats(); got != n {
+		t.Errorf("%s got %d calls, want %d", g.name, got, n)
+	}
+}
+
 // check fails the test if a request ID reached the GPUs twice or a GPU
 // ran more than limit calls at once (limit 0: no check).
 func (f *farm) check(limit int, gpus ...*gpu) {
@@ -322,9 +329,7 @@ func TestQueueRefusals(t *testing.T) {
 			t.Errorf("running call: got %d %s, want 200", r.status, r.body)
 		}
 		f.wantCounts(key, counts{total: 3, successful: 1, remaining: 9})
-		if calls, _ := g.stats(); calls != 1 {
-			t.Errorf("GPU got %d calls, want 1", calls)
-		}
+		g.wantCalls(t, 1)
 	})
 }
 
@@ -352,9 +357,7 @@ func TestLeaveQueue(t *testing.T) {
 			t.Errorf("running call: got %d %s, want 200", r.status, r.body)
 		}
 		f.wantCounts(key, counts{total: 2, successful: 1, remaining: 9})
-		if calls, _ := g.stats(); calls != 1 {
-			t.Errorf("GPU got %d calls, want 1 (the one that left was sent)", calls)
-		}
+		g.wantCalls(t, 1) // the one that left was never sent
 	})
 }
 
@@ -394,9 +397,7 @@ func TestFailover(t *testing.T) {
 					t.Errorf("got %d %s, want %d %s", r.status, r.body, tc.status, tc.code)
 				}
 				fm.check(0, gpus...)
-				if calls, _ := second.stats(); calls != tc.secondGot {
-					t.Errorf("second GPU got %d calls, want %d", calls, tc.secondGot)
-				}
+				second.wantCalls(t, tc.secondGot)
 				if tc.secondGot > 0 && (len(second.ids) == 0 || second.ids[0] != "call-1") {
 					t.Errorf("second GPU got X-Request-ID %q, want the client's call-1", second.ids[0])
 				}
@@ -445,12 +446,8 @@ func TestNeverSentTwice(t *testing.T) {
 	}
 	f.wantError(f.generate(key), http.StatusBadGateway, "upstream_unreachable")
 	fm.check(0, first, second)
-	if got, _ := first.stats(); got != 2 {
-		t.Errorf("first GPU got %d calls, want 2", got)
-	}
-	if got, _ := second.stats(); got != 0 {
-		t.Errorf("second GPU got %d calls, want 0", got)
-	}
+	first.wantCalls(t, 2)
+	second.wantCalls(t, 0)
 	f.wantCounts(key, counts{total: 2, successful: 1, remaining: 9})
 }
 
