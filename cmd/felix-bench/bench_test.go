@@ -75,3 +75,51 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestFarmSmoke runs the gpu farm scenario alone, scaled down: two fake
+// GPUs of 20 ms jobs, 12 clients on 3 keys, 200 calls queued. Every call
+// must succeed, no GPU may get a call while busy, the queue must fill and
+// empty, and the books must agree.
+func TestFarmSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds felix and starts its processes; skipped in -short mode")
+	}
+	jsonPath := filepath.Join(t.TempDir(), "results.json")
+	cfg := config{
+		jsonPath: jsonPath, onlyFarm: true,
+		farm: farmConfig{
+			gpus: 2, job: 20 * time.Millisecond, clients: 12, keys: 3, heavyClients: 6,
+			warmup: 200 * time.Millisecond, measure: time.Second, queued: 200,
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := bench(ctx, cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res results
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	f := res.Farm
+	if f == nil || f.Calls == 0 || f.Errors != 0 || f.Overlaps != 0 || !f.QueuedOK || f.RSSQueuedMiB <= 0 ||
+		len(f.Utilisation) != 2 || f.minUtilisation() <= 0 || f.JainPerKey <= 0 {
+		t.Errorf("gpu farm: %+v; want calls, no errors or overlaps, a queue that filled and emptied, its RSS, two busy GPUs and a fairness index\n%s", f, stdout.String())
+	}
+	if len(res.Books) != 2 {
+		t.Errorf("books %+v: want the farm's and the queue's", res.Books)
+	}
+	for _, b := range res.Books {
+		if !b.Pass {
+			t.Errorf("books of %s disagree: %+v", b.System, b)
+		}
+	}
+	if len(res.Phases) != 0 || res.Streaming != nil || res.InFlight != nil {
+		t.Errorf("--only-farm ran more than the farm: %d phases, streaming %v, in flight %v", len(res.Phases), res.Streaming, res.InFlight)
+	}
+}
