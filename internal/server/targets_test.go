@@ -458,16 +458,16 @@ func ptr(s *string) string {
 	return *s
 }
 
-// TestNoTargetAvailable: once the only GPU refused a call it is down for
+// TestNoTargetAvailable: once both GPUs refused a call they are down for
 // the cooldown: later calls are answered 503 no_target_available at once,
-// not charged; after the cooldown it is tried again.
+// not charged; after the cooldown they are tried again. A lone GPU is
+// never left out: every call tries it, as with no pool.
 func TestNoTargetAvailable(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
 		clock := targettest.NewClock(time.Now())
-		dead := refusing(t)
-		f, pool := newPoolFelix(t, db, backend.Options{Cooldown: 10 * time.Second, Clock: clock}, dead)
+		f, pool := newPoolFelix(t, db, backend.Options{Cooldown: 10 * time.Second, Clock: clock}, refusing(t), refusing(t))
 		key := f.createKey(5)
-		f.wantError(f.generate(key), http.StatusBadGateway, "upstream_unreachable")
+		f.wantError(f.generate(key), http.StatusBadGateway, "upstream_unreachable") // after trying both
 		r := f.generate(key)
 		f.wantError(r, http.StatusServiceUnavailable, "no_target_available")
 		if got := r.header.Get("Retry-After"); got != "10" {
@@ -476,9 +476,18 @@ func TestNoTargetAvailable(t *testing.T) {
 		clock.Advance(10 * time.Second)
 		f.wantError(f.generate(key), http.StatusBadGateway, "upstream_unreachable") // tried again
 		f.wantCounts(key, counts{total: 3, remaining: 5})
-		if st := pool.Stats().Targets[0]; st.Failed != 2 {
-			t.Errorf("failed: got %d, want 2", st.Failed)
+		for i, st := range pool.Stats().Targets {
+			if st.Failed != 2 || st.Up {
+				t.Errorf("target %d: got %+v, want down with 2 failed calls", i, st)
+			}
 		}
+
+		lone, _ := newPoolFelix(t, db, backend.Options{Clock: clock}, refusing(t))
+		key = lone.createKey(5)
+		for range 2 {
+			lone.wantError(lone.generate(key), http.StatusBadGateway, "upstream_unreachable")
+		}
+		lone.wantCounts(key, counts{total: 2, remaining: 5})
 	})
 }
 

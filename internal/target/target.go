@@ -120,8 +120,10 @@ const (
 	// Answered: the target sent a status line (any status).
 	Answered Outcome = iota
 	// NoAnswer: the connection was refused, reset or timed out before an
-	// answer. It counts as failed and leaves the target out for the
-	// cooldown.
+	// answer. It counts as failed and, when the pool has other targets,
+	// leaves the target out for the cooldown. A lone target is tried by
+	// every call as before: leaving it out would only turn its 502s and
+	// 504s into 503s; a failing health probe still takes it down.
 	NoAnswer
 	// Abandoned: the call ended before an answer for a reason that says
 	// nothing about the target (the client left).
@@ -282,13 +284,15 @@ func (p *Pool) Release(s Slot, o Outcome, err error) {
 	case NoAnswer:
 		t.failed++
 		t.lastError = describe(err)
-		t.downUntil = now.Add(p.cooldown)
-		// Its return may give waiters a slot: look then.
-		p.clock.AfterFunc(p.cooldown, p.wake)
+		if len(p.targets) > 1 {
+			t.downUntil = now.Add(p.cooldown)
+			// Its return may give waiters a slot: look then.
+			p.clock.AfterFunc(p.cooldown, p.wake)
+		}
 	}
 	p.dispatch(now)
 	p.mu.Unlock()
-	if o == NoAnswer {
+	if o == NoAnswer && len(p.targets) > 1 {
 		p.log.Warn("target got no answer: left out for the cooldown", "target", t.name, "cooldown", p.cooldown, "err", err)
 	}
 }

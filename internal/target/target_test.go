@@ -157,6 +157,17 @@ func TestPassiveHealth(t *testing.T) {
 	}
 }
 
+// TestLoneTarget: a pool of one target does not leave it out after a call
+// got no answer (there is no other to turn to): the next call tries it.
+func TestLoneTarget(t *testing.T) {
+	p, _ := newPool(t, 1)
+	p.Release(acquire(t, p, "k"), target.NoAnswer, errRefused)
+	if st := p.Stats().Targets[0]; !st.Up || st.Failed != 1 || st.LastError == nil {
+		t.Errorf("got %+v, want up, failed 1 and the error kept", st)
+	}
+	acquire(t, p, "k")
+}
+
 // TestNoTarget: with no target up a call is refused at once with
 // ErrNoTarget and a Retry-After of the time left until the first cooldown
 // ends; calls waiting when the last target goes down get the same.
