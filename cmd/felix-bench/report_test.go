@@ -83,6 +83,7 @@ func TestTargets(t *testing.T) {
 			}},
 		},
 		Streaming: &streamingResult{Status: 200, BytesRead: streamSize, GrowthMiB: 3},
+		Farm:      &farmResult{JobMS: 200, Utilisation: []float64{0.97, 0.94}, MinQueue: 3, LightWaitP99MS: 400},
 	}
 	got := targetsFor(res)
 	want := []string{
@@ -91,6 +92,8 @@ func TestTargets(t *testing.T) {
 		missed,      // 34% < 35%
 		met,         // 3 MiB growth, whole answer
 		notMeasured, // no in-flight scenario
+		missed,      // one GPU busy 94% < 95%
+		met,         // 400 ms = 2 job times
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d targets, want %d", len(got), len(want))
