@@ -14,13 +14,14 @@ import (
 )
 
 // acquire gives the call a slot on a target, waiting in the queue when
-// every target is full.
+// every target is full. The target is the one the usage log names.
 func (s *Server) acquire(ctx context.Context, c *call) error {
 	slot, err := s.pool.Acquire(ctx, c.key)
 	if err != nil {
 		return err
 	}
 	c.slot = slot
+	c.res.Target = slot.Target().String()
 	return nil
 }
 

@@ -330,6 +330,11 @@ func TestQueueRefusals(t *testing.T) {
 		}
 		f.wantCounts(key, counts{total: 3, successful: 1, remaining: 9})
 		g.wantCalls(t, 1)
+		// The two refused calls are rows without a target or a status.
+		want := []string{"failed null", "failed null", g.URL + " success 200"}
+		if got := f.usageTargets(); !slices.Equal(got, want) {
+			t.Errorf("usage log, newest first: got %q, want %q", got, want)
+		}
 	})
 }
 
@@ -402,10 +407,18 @@ func TestFailover(t *testing.T) {
 					t.Errorf("second GPU got X-Request-ID %q, want the client's call-1", second.ids[0])
 				}
 				want := counts{total: 1, remaining: 10}
-				if tc.status == 200 {
+				wantRow := fmt.Sprintf("%s failed %d", firstURL, tc.status) // the target's own status, or null
+				switch tc.status {
+				case 200:
 					want = counts{total: 1, successful: 1, remaining: 9}
+					wantRow = second.URL + " success 200"
+				case 502, 504:
+					wantRow = firstURL.String() + " failed null"
 				}
 				f.wantCounts(key, want)
+				if got := f.usageTargets(); len(got) == 0 || got[0] != wantRow {
+					t.Errorf("usage log, newest first: got %q, want %q first", got, wantRow)
+				}
 				st := pool.Stats().Targets[0]
 				if wantFailed := int64(map[bool]int{true: 0, false: 1}[tc.firstUp]); st.Failed != wantFailed || st.Served != 1-wantFailed {
 					t.Errorf("first GPU: got served %d, failed %d; want %d and %d", st.Served, st.Failed, 1-wantFailed, wantFailed)
@@ -449,6 +462,32 @@ func TestNeverSentTwice(t *testing.T) {
 	first.wantCalls(t, 2)
 	second.wantCalls(t, 0)
 	f.wantCounts(key, counts{total: 2, successful: 1, remaining: 9})
+}
+
+// usageTargets returns the target of every call in the usage log,
+// newest first, with its outcome and status: "target outcome status".
+func (f *felix) usageTargets() []string {
+	f.t.Helper()
+	var usage struct {
+		Calls []struct {
+			Target  string
+			Outcome string
+			Status  *int
+		}
+	}
+	r := f.do("GET", "/api/usage", nil, admin()...)
+	if r.status != http.StatusOK || json.Unmarshal(r.body, &usage) != nil {
+		f.t.Fatalf("usage log: got %d %s", r.status, r.body)
+	}
+	var out []string
+	for _, c := range usage.Calls {
+		status := "null"
+		if c.Status != nil {
+			status = strconv.Itoa(*c.Status)
+		}
+		out = append(out, strings.TrimSpace(c.Target+" "+c.Outcome+" "+status))
+	}
+	return out
 }
 
 func ptr(s *string) string {
