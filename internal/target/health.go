@@ -18,9 +18,11 @@ func (p *Pool) RunHealth(ctx context.Context) {
 		return
 	}
 	for {
-		p.Probe(ctx)
+		// The next round is due an interval after this one starts, however
+		// long its probes take (at most the interval).
 		tick := make(chan struct{})
 		stop := p.clock.AfterFunc(p.healthInterval, func() { close(tick) })
+		p.Probe(ctx)
 		select {
 		case <-ctx.Done():
 			stop()
