@@ -99,11 +99,45 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 		}()
 	}
 
+	printHeader(stdout, res)
+	if !cfg.onlyFarm {
+		if err := r.phases(ctx, res, pgURL, stdout); err != nil {
+			return err
+		}
+	}
+	if !cfg.skipScenarios {
+		if err := r.scenarios(ctx, res); err != nil {
+			return err
+		}
+	}
+	res.Targets = targetsFor(res)
+	res.Failed = failed(res)
+
+	printBooks(stdout, res.Books)
+	printMemory(stdout, res.Memory)
+	printScenarios(stdout, res.Streaming, res.InFlight)
+	printFarm(stdout, res.Farm)
+	printTargets(stdout, res.Targets)
+	printProblems(stdout, res.Problems)
+	if err := writeJSON(cfg.jsonPath, res); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nResults written to %s\n", cfg.jsonPath)
+	if res.Failed {
+		return errFailed
+	}
+	fmt.Fprintln(stdout, "PASS: no request failed and the books agree")
+	return nil
+}
+
+// phases starts the systems, measures them at every concurrency, checks
+// their books and reads their memory, adding it all to res.
+func (r *runner) phases(ctx context.Context, res *results, pgURL string, stdout io.Writer) error {
+	cfg := r.cfg
 	systems, err := r.startSystems(ctx, pgURL)
 	if err != nil {
 		return err
 	}
-	printHeader(stdout, res)
 	for _, c := range cfg.concurrency {
 		p := phase{Concurrency: c, Systems: r.measure(ctx, systems, c)}
 		if ctx.Err() != nil {
@@ -131,28 +165,6 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 	if err := r.stopChildren(); err != nil {
 		res.Problems = append(res.Problems, err.Error())
 	}
-
-	if !cfg.skipScenarios {
-		if err := r.scenarios(ctx, res); err != nil {
-			return err
-		}
-	}
-	res.Targets = targetsFor(res)
-	res.Failed = failed(res)
-
-	printBooks(stdout, res.Books)
-	printMemory(stdout, res.Memory)
-	printScenarios(stdout, res.Streaming, res.InFlight)
-	printTargets(stdout, res.Targets)
-	printProblems(stdout, res.Problems)
-	if err := writeJSON(cfg.jsonPath, res); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "\nResults written to %s\n", cfg.jsonPath)
-	if res.Failed {
-		return errFailed
-	}
-	fmt.Fprintln(stdout, "PASS: no request failed and the books agree")
 	return nil
 }
 
@@ -313,5 +325,5 @@ func failed(res *results) bool {
 	if s := res.Streaming; s != nil && !s.complete() {
 		return true
 	}
-	return res.InFlight != nil && res.InFlight.Errors > 0
+	return res.InFlight != nil && res.InFlight.Errors > 0 || res.Farm != nil && res.Farm.failed()
 }

@@ -35,24 +35,9 @@ func TestBenchSmoke(t *testing.T) {
 		concurrency: []int{4}, bodySize: 512, keys: 2,
 		pgURL: os.Getenv("FELIX_TEST_DATABASE_URL"), jsonPath: jsonPath, skipScenarios: true,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	if err := bench(ctx, cfg, &stdout, &stderr); err != nil {
-		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	out := stdout.String()
-	if !strings.Contains(out, "in 3 rounds") || !strings.Contains(out, "PASS: no request failed and the books agree") {
-		t.Errorf("report lacks the rounds or the final PASS:\n%s", out)
-	}
-
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res results
-	if err := json.Unmarshal(raw, &res); err != nil {
-		t.Fatal(err)
+	res, out := runBench(t, cfg)
+	if !strings.Contains(out, "in 3 rounds") {
+		t.Errorf("report lacks the rounds:\n%s", out)
 	}
 	want := []string{bare, felixSQLite}
 	if cfg.pgURL != "" {
@@ -69,9 +54,64 @@ func TestBenchSmoke(t *testing.T) {
 	if len(res.Books) != len(want)-1 {
 		t.Errorf("books %+v: want one check per Felix", res.Books)
 	}
+}
+
+// runBench runs the benchmark with cfg, which must pass with every books
+// check agreeing, and returns its results and report.
+func runBench(t *testing.T, cfg config) (results, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := bench(ctx, cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	out := stdout.String()
+	if !strings.Contains(out, "PASS: no request failed and the books agree") {
+		t.Errorf("report lacks the final PASS:\n%s", out)
+	}
+	raw, err := os.ReadFile(cfg.jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res results
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
 	for _, b := range res.Books {
 		if !b.Pass {
 			t.Errorf("books of %s disagree: %+v", b.System, b)
 		}
+	}
+	return res, out
+}
+
+// TestFarmSmoke runs the gpu farm scenario alone, scaled down: two fake
+// GPUs of 20 ms jobs, 12 clients on 3 keys, 200 calls queued. Every call
+// must succeed, no GPU may get a call while busy, the queue must fill and
+// empty, and the books must agree.
+func TestFarmSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds felix and starts its processes; skipped in -short mode")
+	}
+	jsonPath := filepath.Join(t.TempDir(), "results.json")
+	cfg := config{
+		jsonPath: jsonPath, onlyFarm: true,
+		farm: farmConfig{
+			gpus: 2, job: 20 * time.Millisecond, clients: 12, keys: 3, heavyClients: 6,
+			warmup: 200 * time.Millisecond, measure: time.Second, queued: 200,
+		},
+	}
+	res, out := runBench(t, cfg)
+	f := res.Farm
+	if f == nil || f.Calls == 0 || f.Errors != 0 || f.Overlaps != 0 || !f.QueuedOK || f.RSSQueuedMiB <= 0 ||
+		len(f.Utilisation) != 2 || f.minUtilisation() <= 0 || f.JainPerKey <= 0 {
+		t.Errorf("gpu farm: %+v; want calls, no errors or overlaps, a queue that filled and emptied, its RSS, two busy GPUs and a fairness index\n%s", f, out)
+	}
+	if len(res.Books) != 2 {
+		t.Errorf("books %+v: want the farm's and the queue's", res.Books)
+	}
+	if len(res.Phases) != 0 || res.Streaming != nil || res.InFlight != nil {
+		t.Errorf("--only-farm ran more than the farm: %d phases, streaming %v, in flight %v", len(res.Phases), res.Streaming, res.InFlight)
 	}
 }

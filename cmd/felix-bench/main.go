@@ -83,7 +83,9 @@ type config struct {
 	keys          int           // API keys per Felix system
 	pgURL         string        // PostgreSQL server; "" skips felix-postgres
 	jsonPath      string        // where the results are written
-	skipScenarios bool          // skip the streaming and in-flight scenarios
+	skipScenarios bool          // skip the streaming, in-flight and gpu farm scenarios
+	onlyFarm      bool          // run the gpu farm scenario alone
+	farm          farmConfig    // the gpu farm scenario's shape
 }
 
 const usageText = `Usage: go run ./cmd/felix-bench [flags]
@@ -103,7 +105,11 @@ the machine falls on every system alike). It prints requests/s, exact p50/p99/p9
 errors and peak RSS per system, Felix's cost over bare, a books check
 (successfulCalls of every key = the 200s seen), then two scenarios on
 felix-sqlite (a 64 MiB streamed answer; 5,000 requests in flight against a
-target that waits 2 s) and the performance targets, met or missed.
+target that waits 2 s), the gpu farm (Felix in front of 4 fake GPUs that run
+one 200 ms job at a time, TARGET_MAX_IN_FLIGHT=1, 200 closed-loop clients on
+20 keys, one key holding 150 of them: GPU utilisation, queue waits of light
+and heavy keys, fairness, Felix's memory with 5,000 calls queued) and the
+performance targets, met or missed.
 
 Exit status: 0 when every request succeeded and the books agree, 1 otherwise
 (missing a target does not fail the run), 2 for a bad command line.
@@ -130,7 +136,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		"PostgreSQL URL for felix-postgres, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable\n"+
 			"(default $FELIX_BENCH_DATABASE_URL; empty skips felix-postgres)")
 	fs.StringVar(&cfg.jsonPath, "json", "bench-results.json", "file the results are written to as JSON")
-	fs.BoolVar(&cfg.skipScenarios, "skip-scenarios", false, "skip the streaming and 5,000-in-flight scenarios")
+	fs.BoolVar(&cfg.skipScenarios, "skip-scenarios", false, "skip the streaming, 5,000-in-flight and gpu farm scenarios")
+	fs.BoolVar(&cfg.onlyFarm, "only-farm", false, "run only the gpu farm scenario (about a minute)")
 	quick := fs.Bool("quick", false, "smoke run: 1s warm-up and 1s measured per phase (overrides --duration and --warmup)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -141,6 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, usageError(fs, "unexpected argument %q (the roles target and bare come first, alone)", fs.Arg(0))
 	}
+	cfg.farm = defaultFarm
 	if *quick {
 		cfg.duration, cfg.warmup = time.Second, time.Second
 	}

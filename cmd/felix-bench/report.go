@@ -22,6 +22,7 @@ type results struct {
 	Memory    []processMemory  `json:"memory"`
 	Streaming *streamingResult `json:"streaming,omitempty"`
 	InFlight  *inFlightResult  `json:"inFlight,omitempty"`
+	Farm      *farmResult      `json:"gpuFarm,omitempty"`
 	Targets   []targetCheck    `json:"targets"`
 	Problems  []string         `json:"problems,omitempty"` // e.g. a process that died
 	Failed    bool             `json:"failed"`             // a request failed, the books disagree or a problem occurred
@@ -217,13 +218,27 @@ func targetsFor(res *results) []targetCheck {
 		inFlight.Measured = fmt.Sprintf("%d×200, %.0f MiB", f.OK, f.PeakRSSMiB)
 		inFlight.Status = verdict(f.OK == int64(f.Requests) && f.PeakRSSMiB < 400)
 	}
-	return []targetCheck{
+	return append([]targetCheck{
 		ratioTarget(res, felixSQLite, 64, 0.60),
 		addedP99Target(res, felixSQLite, 16, 2),
 		ratioTarget(res, felixPostgres, 64, 0.35),
 		stream,
 		inFlight,
+	}, farmTargets(res.Farm)...)
+}
+
+// farmTargets are the gpu farm's goals: the GPUs kept busy while calls
+// wait, and a light key's calls not held behind the heavy key's.
+func farmTargets(f *farmResult) []targetCheck {
+	busy := targetCheck{Goal: "gpu farm: every GPU busy ≥ 95% while calls wait", Measured: "-", Status: notMeasured}
+	light := targetCheck{Goal: "gpu farm: light keys' p99 queue wait ≤ 2 job times", Measured: "-", Status: notMeasured}
+	if f != nil {
+		busy.Measured = fmt.Sprintf("%.1f%% (least busy GPU)", 100*f.minUtilisation())
+		busy.Status = verdict(f.minUtilisation() >= 0.95 && f.MinQueue > 0)
+		light.Measured = fmt.Sprintf("%.0f ms = %.1f job times", f.LightWaitP99MS, f.LightWaitP99MS/f.JobMS)
+		light.Status = verdict(f.LightWaitP99MS <= 2*f.JobMS)
 	}
+	return []targetCheck{busy, light}
 }
 
 // ratioTarget checks that system reaches at least ratio of bare's
@@ -335,6 +350,9 @@ func plural(n int, noun string) string {
 
 // printMemory prints each process's peak RSS over the run.
 func printMemory(w io.Writer, mem []processMemory) {
+	if len(mem) == 0 {
+		return
+	}
 	fmt.Fprintf(w, "\nPeak RSS over the load phases (VmHWM)\n")
 	for _, m := range mem {
 		fmt.Fprintf(w, "  %-16s %6.1f MiB\n", m.Process, m.PeakMiB)
@@ -359,6 +377,34 @@ func printScenarios(w io.Writer, s *streamingResult, f *inFlightResult) {
 			fmt.Fprintf(w, "  e.g. %s\n", f.FirstError)
 		}
 	}
+}
+
+// printFarm prints the gpu farm scenario.
+func printFarm(w io.Writer, f *farmResult) {
+	if f == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nGPU farm: felix-sqlite, %d fake GPUs running one %.0f ms job at a time (TARGET_MAX_IN_FLIGHT=1), %d closed-loop clients on %d keys, %d of them on one heavy key; %.0f s measured\n",
+		f.GPUs, f.JobMS, f.Clients, f.Keys, f.HeavyClients, f.MeasuredSeconds)
+	fmt.Fprintf(w, "  %d calls answered 200, %d errors; %d calls sent to a busy GPU (the cap broken); queue length never below %d while measured\n",
+		f.Calls, f.Errors, f.Overlaps, f.MinQueue)
+	if f.FirstError != "" {
+		fmt.Fprintf(w, "  e.g. %s\n", f.FirstError)
+	}
+	util := make([]string, len(f.Utilisation))
+	for i, u := range f.Utilisation {
+		util[i] = fmt.Sprintf("%.1f%%", 100*u)
+	}
+	fmt.Fprintf(w, "  GPU utilisation (busy ÷ wall): %s; idle between two jobs p50 %.1f ms, p99 %.1f ms\n", strings.Join(util, ", "), f.GapP50MS, f.GapP99MS)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  queue wait\tp50 ms\tp99 ms\tp99 in job times\t")
+	fmt.Fprintf(tw, "  light keys\t%.0f\t%.0f\t%.1f\t\n", f.LightWaitP50MS, f.LightWaitP99MS, f.LightWaitP99MS/f.JobMS)
+	fmt.Fprintf(tw, "  heavy key\t%.0f\t%.0f\t%.1f\t\n", f.HeavyWaitP50MS, f.HeavyWaitP99MS, f.HeavyWaitP99MS/f.JobMS)
+	tw.Flush()
+	fmt.Fprintf(w, "  served per key while measured: %v\n", f.ServedPerKey)
+	fmt.Fprintf(w, "  Jain's fairness index across keys: %.3f of served calls per key, %.3f of served calls per client\n", f.JainPerKey, f.JainPerClient)
+	fmt.Fprintf(w, "  %d calls queued: Felix RSS %.1f MiB (%.1f MiB before); queue filled and emptied as the clients left: %v\n",
+		f.Queued, f.RSSQueuedMiB, f.RSSBeforeMiB, f.QueuedOK)
 }
 
 // printTargets prints the issue's targets, met or missed.

@@ -83,6 +83,7 @@ func TestTargets(t *testing.T) {
 			}},
 		},
 		Streaming: &streamingResult{Status: 200, BytesRead: streamSize, GrowthMiB: 3},
+		Farm:      &farmResult{JobMS: 200, Utilisation: []float64{0.97, 0.94}, MinQueue: 3, LightWaitP99MS: 400},
 	}
 	got := targetsFor(res)
 	want := []string{
@@ -91,6 +92,8 @@ func TestTargets(t *testing.T) {
 		missed,      // 34% < 35%
 		met,         // 3 MiB growth, whole answer
 		notMeasured, // no in-flight scenario
+		missed,      // one GPU busy 94% < 95%
+		met,         // 400 ms = 2 job times
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %d targets, want %d", len(got), len(want))
@@ -99,5 +102,56 @@ func TestTargets(t *testing.T) {
 		if tc.Status != want[i] {
 			t.Errorf("target %q: status %q (measured %s), want %q", tc.Goal, tc.Status, tc.Measured, want[i])
 		}
+	}
+}
+
+func TestJain(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{5, 5, 5, 5}, 1},
+		{[]float64{4, 0, 0, 0}, 0.25},
+		{[]float64{1, 3}, 0.8}, // 16 / (2 × 10)
+		{[]float64{0, 0}, 0},
+	} {
+		if got := jain(tc.xs); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("jain(%v) = %v, want %v", tc.xs, got, tc.want)
+		}
+	}
+}
+
+func TestBusyShareAndGaps(t *testing.T) {
+	at := func(ms int64) int64 { return time.Unix(100, 0).Add(time.Duration(ms) * time.Millisecond).UnixNano() }
+	from, to := time.Unix(0, at(100)), time.Unix(0, at(1100))
+	jobs := []jobSpan{
+		{at(0), at(200)},     // 100 ms inside
+		{at(205), at(405)},   // 200 ms, 5 ms after the first
+		{at(1000), at(1200)}, // 100 ms inside, 595 ms after the second
+	}
+	if got := busyShare(jobs, from, to); math.Abs(got-0.4) > 1e-9 {
+		t.Errorf("busyShare = %v, want 0.4", got)
+	}
+	want := []time.Duration{5 * time.Millisecond, 595 * time.Millisecond}
+	if got := idleGaps(jobs, from, to); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("idleGaps = %v, want %v", got, want)
+	}
+}
+
+func TestFarmKeys(t *testing.T) {
+	fc := farmConfig{clients: 200, keys: 20, heavyClients: 150}
+	n := fc.clientsOf()
+	if n[0] != 150 {
+		t.Errorf("heavy key: %d clients, want 150", n[0])
+	}
+	total := 0
+	for k, c := range n {
+		total += c
+		if k > 0 && (c < 2 || c > 3) {
+			t.Errorf("light key %d: %d clients, want 2 or 3 (50 over 19)", k, c)
+		}
+	}
+	if total != 200 {
+		t.Errorf("%d clients in all, want 200", total)
 	}
 }

@@ -22,6 +22,7 @@ const (
 	modeFast   = "fast"   // answer 200 at once with --body-size bytes
 	modeStream = "stream" // answer 200 with streamSize bytes, flushed every streamChunk
 	modeSlow   = "slow"   // wait slowDelay, then answer like fast
+	modeGPU    = "gpu"    // run one job of --job at a time, then answer like fast (see gpuTarget)
 )
 
 const (
@@ -40,8 +41,9 @@ func targetRole(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("felix-bench target", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
-	mode := fs.String("mode", modeFast, "fast, stream (64 MiB in 32 KiB chunks) or slow (wait 2s, then answer like fast)")
-	size := fs.Int("body-size", 4096, "size in bytes of the answer in fast and slow modes")
+	mode := fs.String("mode", modeFast, "fast, stream (64 MiB in 32 KiB chunks), slow (wait 2s, then answer like fast) or gpu (one job of --job at a time)")
+	size := fs.Int("body-size", 4096, "size in bytes of the answer in fast, slow and gpu modes")
+	job := fs.Duration("job", 200*time.Millisecond, "in gpu mode, how long one job takes")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
@@ -53,8 +55,10 @@ func targetRole(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		h = fixedAnswer(imagesJSON(*size), slowDelay)
 	case modeStream:
 		h = streamAnswer
+	case modeGPU:
+		h = newGPU(*job, imagesJSON(*size)).ServeHTTP
 	default:
-		return fmt.Errorf("target: unknown --mode %q: use fast, stream or slow", *mode)
+		return fmt.Errorf("target: unknown --mode %q: use fast, stream, slow or gpu", *mode)
 	}
 	return serveHelper(ctx, *addr, h, stdout)
 }

@@ -20,12 +20,24 @@ const (
 	scenarioTimeout = 3 * time.Minute
 )
 
-// scenarios runs the streaming and many-in-flight scenarios, each against
-// a Felix on SQLite started for it (so that its VmHWM is the scenario's
-// own) in front of a target in the matching mode, and adds their results,
-// books and problems to res. An error means a scenario could not be set
-// up.
+// scenarios runs the streaming, many-in-flight and gpu farm scenarios
+// (the last one alone with --only-farm), each against a Felix on SQLite
+// started for it (so that its VmHWM is the scenario's own) in front of
+// targets in the matching mode, and adds their results, books and problems
+// to res. An error means a scenario could not be set up.
 func (r *runner) scenarios(ctx context.Context, res *results) error {
+	if !r.cfg.onlyFarm {
+		if err := r.streamingAndInFlight(ctx, res); err != nil {
+			return err
+		}
+	}
+	if err := r.farm(ctx, r.cfg.farm, res); err != nil {
+		return fmt.Errorf("gpu farm scenario: %w", err)
+	}
+	return nil
+}
+
+func (r *runner) streamingAndInFlight(ctx context.Context, res *results) error {
 	s, books, err := r.streaming(ctx)
 	if err != nil {
 		return fmt.Errorf("streaming scenario: %w", err)

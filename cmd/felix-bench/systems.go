@@ -36,7 +36,8 @@ type felixProcess struct {
 	name        string // shown in logs and reports
 	instanceID  string
 	databaseURL string
-	target      string // TARGET_API_DOMAIN
+	target      string   // TARGET_API_DOMAIN
+	env         []string // more settings, NAME=value
 }
 
 // startFelix starts felix serve on a free loopback port, registers it and
@@ -56,6 +57,7 @@ func (r *runner) startFelix(ctx context.Context, p felixProcess) (*child, string
 		"LOG_LEVEL=" + felixLogLevel,
 		"INSTANCE_ID=" + p.instanceID,
 	}
+	env = append(env, p.env...)
 	for _, name := range []string{"GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG"} {
 		if v, ok := os.LookupEnv(name); ok {
 			env = append(env, name+"="+v)

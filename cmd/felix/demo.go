@@ -58,7 +58,7 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 	}
 	go target.Serve(tln)
 	defer target.Close()
-	cfg.TargetURL = &url.URL{Scheme: "http", Host: tln.Addr().String()}
+	cfg.TargetURLs = []*url.URL{{Scheme: "http", Host: tln.Addr().String()}}
 
 	st, err := openStore(ctx, cfg.DatabaseURL, true, store.Options{})
 	if err != nil {

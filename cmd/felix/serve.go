@@ -17,6 +17,7 @@ import (
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/target"
 	"github.com/felix-gateway/felix/internal/web"
 )
 
@@ -108,9 +109,15 @@ const recoveryInterval = time.Second
 // hold is how long a call may stay open before recovery may release it:
 // TARGET_TIMEOUT + RESERVATION_GRACE, less one recovery interval so that
 // an orphan is released no later than TARGET_TIMEOUT + RESERVATION_GRACE
-// after it started (but never before TARGET_TIMEOUT).
+// after it started (but never before TARGET_TIMEOUT). When calls can wait
+// for a target (TARGET_MAX_IN_FLIGHT set), QUEUE_TIMEOUT is added: a call
+// reserved, then queued, is not an orphan.
 func hold(cfg config.Config) time.Duration {
-	return max(cfg.TargetTimeout+cfg.ReservationGrace-recoveryInterval, cfg.TargetTimeout)
+	limit := cfg.TargetTimeout
+	if cfg.TargetMaxInFlight > 0 {
+		limit += cfg.QueueTimeout
+	}
+	return max(limit+cfg.ReservationGrace-recoveryInterval, limit)
 }
 
 func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Service {
@@ -132,10 +139,10 @@ func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Serv
 // accepting, lets in-flight calls finish and settle for up to
 // SHUTDOWN_TIMEOUT, and returns.
 func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota.Service, log *slog.Logger) error {
+	targets := newPool(cfg, log)
 	h := server.New(server.Options{
 		Quota:             svc,
-		Target:            cfg.TargetURL,
-		TargetPath:        cfg.TargetPath,
+		Targets:           targets,
 		TargetKey:         quota.Secret(cfg.TargetKey),
 		TargetKeyHeader:   cfg.TargetKeyHeader,
 		TargetTimeout:     cfg.TargetTimeout,
@@ -162,6 +169,7 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	go svc.RunRecovery(recovery, recoveryInterval)
 	go svc.RunPrune(recovery, cfg.UsageRetention, pruneInterval)
 	go svc.RunRefills(recovery, recoveryInterval)
+	go targets.RunHealth(recovery)
 
 	served := make(chan error, 1)
 	ln = &closeOnce{Listener: ln}
@@ -177,6 +185,11 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
 	drain, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Queued calls are served while the drain lasts; those still waiting
+	// near its end are answered 503 (and released) while their clients
+	// are still connected.
+	closeQueue := time.AfterFunc(cfg.ShutdownTimeout-queueCloseMargin(cfg.ShutdownTimeout), targets.CloseQueue)
+	defer closeQueue.Stop()
 	if err := hs.Shutdown(drain); err != nil {
 		// Cut the rest off: their target requests are cancelled and their
 		// calls released (not charged) before the store closes.
@@ -204,6 +217,33 @@ type closeOnce struct {
 func (l *closeOnce) Close() error {
 	l.once.Do(func() { l.err = l.Listener.Close() })
 	return l.err
+}
+
+// queueCloseMargin is how long before the end of a graceful shutdown the
+// calls still queued are answered 503: a tenth of it, at most a second.
+func queueCloseMargin(shutdown time.Duration) time.Duration {
+	return min(shutdown/10, time.Second)
+}
+
+// newPool builds the targets of cfg, their caps, queue and health checks.
+// Probes carry the target's key, as calls do.
+func newPool(cfg config.Config, log *slog.Logger) *target.Pool {
+	return target.New(target.Options{
+		URLs:           cfg.TargetURLs,
+		Path:           cfg.TargetPath,
+		MaxInFlight:    cfg.TargetMaxInFlight,
+		QueueMax:       cfg.QueueMax,
+		QueueTimeout:   cfg.QueueTimeout,
+		Cooldown:       cfg.TargetCooldown,
+		HealthPath:     cfg.TargetHealthPath,
+		HealthInterval: cfg.TargetHealthInterval,
+		HealthHeader:   server.TargetAuth(cfg.TargetKeyHeader, quota.Secret(cfg.TargetKey)),
+		Client: &http.Client{
+			Transport:     server.NewTransport(cfg.TargetHealthInterval),
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		Logger: log,
+	})
 }
 
 func portOf(a net.Addr) string {

@@ -25,8 +25,8 @@ type Config struct {
 	DatabaseURL       string         // "" means SQLite at ./felix.db
 	DatabaseURLFrom   string         // where DATABASE_URL was set: "the environment", ".env.local", ".env", or "" when unset
 	ConnectTimeout    time.Duration  // STORE_CONNECT_TIMEOUT: how long startup may wait for the database
-	TargetURL         *url.URL       // the image API's base URL, path prefix kept; nil when not required and unset
-	TargetPath        string         // path appended to TargetURL, starts with "/"
+	TargetURLs        []*url.URL     // the image APIs' base URLs, path prefix kept, in configuration order; nil when not required and unset
+	TargetPath        string         // path appended to each of TargetURLs, starts with "/"
 	TargetKey         string         // secret sent to the target; "" sends none
 	TargetKeyHeader   string         // header carrying TargetKey; "Authorization" sends "Bearer <key>"
 	TargetTimeout     time.Duration  // how long one call to the target may take
@@ -48,6 +48,13 @@ type Config struct {
 	UsageRetention    time.Duration  // how long the usage log keeps a call; 0 keeps them forever
 	IdempotencyTTL    time.Duration  // how long an Idempotency-Key is remembered
 	IdempotencyMax    int64          // largest answer kept for replaying an Idempotency-Key
+
+	TargetMaxInFlight    int           // calls one target runs at once; 0: no cap
+	QueueMax             int           // calls that may wait for a target
+	QueueTimeout         time.Duration // how long a call may wait for a target
+	TargetCooldown       time.Duration // a target that gave no answer is left out this long
+	TargetHealthPath     string        // probed with GET on every target; "" probes nothing
+	TargetHealthInterval time.Duration // time between probes, and each probe's timeout
 }
 
 // Var describes one environment variable Felix reads.
@@ -62,7 +69,7 @@ type Var struct {
 var Vars = []Var{
 	{"DATABASE_URL", "", "postgres://… for PostgreSQL; a file path (./data/felix.db) or sqlite:PATH for SQLite; empty means SQLite at ./felix.db"},
 	{"STORE_CONNECT_TIMEOUT", "10s", "how long startup waits for the database to answer before it fails (Go duration); waiting for another instance's migrations is not counted"},
-	{"TARGET_API_DOMAIN", "", "base URL of the image API, e.g. https://gpu.example.com (required by serve)"},
+	{"TARGET_API_DOMAIN", "", "base URL of the image API, or several separated by commas (one per GPU backend), e.g. https://gpu.example.com (required by serve)"},
 	{"TARGET_API_PATH", "/api/generate", "path of the generate endpoint on the target"},
 	{"TARGET_API_KEY", "", "secret sent to the target; never logged or returned to clients"},
 	{"TARGET_API_KEY_HEADER", "Authorization", `header carrying TARGET_API_KEY; with Authorization it is sent as "Bearer <key>"`},
@@ -85,6 +92,12 @@ var Vars = []Var{
 	{"IDEMPOTENCY_TTL", "24h", "how long an Idempotency-Key is remembered per API key (Go duration)"},
 	{"IDEMPOTENCY_MAX_BYTES", "16777216", "largest answer kept to replay a repeated Idempotency-Key; larger ones answer 409 already_succeeded"},
 	{"USAGE_RETENTION_DAYS", "90", "days the usage log keeps each call (0 keeps them forever); counters and daily totals are kept regardless"},
+	{"TARGET_MAX_IN_FLIGHT", "0", "calls one target runs at once (a GPU does one or a few jobs at a time); 0 means no cap"},
+	{"QUEUE_MAX", "1000", "calls that may wait for a target when every target is full; one more is answered 503 queue_full"},
+	{"QUEUE_TIMEOUT", "60s", "how long a call may wait for a target before it is answered 503 queue_timeout (Go duration)"},
+	{"TARGET_COOLDOWN", "10s", "a target that refused, reset or timed out a call is left out this long, then tried again"},
+	{"TARGET_HEALTH_PATH", "", "path probed with GET on every target, e.g. /internal/ping: 2xx marks it up, anything else down; empty probes nothing"},
+	{"TARGET_HEALTH_INTERVAL", "5s", "time between health probes, and how long each may take (Go duration)"},
 }
 
 // envFiles are read from Load's dir, the first one winning.
@@ -98,7 +111,7 @@ var envFiles = []string{".env.local", ".env"}
 // or malformed one is an error naming it.
 //
 // requireTarget makes TARGET_API_DOMAIN mandatory (serve); without it an
-// unset TARGET_API_DOMAIN leaves TargetURL nil.
+// unset TARGET_API_DOMAIN leaves TargetURLs nil.
 //
 // Every bad variable is reported at once: the error joins one sentence per
 // problem, each naming the variable and giving an example value.
@@ -121,7 +134,7 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 		DatabaseURL:       e.databaseURL(),
 		DatabaseURLFrom:   e.from("DATABASE_URL"),
 		ConnectTimeout:    e.duration("STORE_CONNECT_TIMEOUT", false),
-		TargetURL:         e.targetURL(requireTarget),
+		TargetURLs:        e.targetURLs(requireTarget),
 		TargetPath:        e.targetPath(),
 		TargetKey:         e.secret("TARGET_API_KEY"),
 		TargetKeyHeader:   e.headerName("TARGET_API_KEY_HEADER"),
@@ -144,6 +157,13 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 		UsageRetention:    e.days("USAGE_RETENTION_DAYS"),
 		IdempotencyTTL:    e.duration("IDEMPOTENCY_TTL", false),
 		IdempotencyMax:    int64(e.positiveInt("IDEMPOTENCY_MAX_BYTES")),
+
+		TargetMaxInFlight:    e.count("TARGET_MAX_IN_FLIGHT"),
+		QueueMax:             e.positiveInt("QUEUE_MAX"),
+		QueueTimeout:         e.duration("QUEUE_TIMEOUT", false),
+		TargetCooldown:       e.duration("TARGET_COOLDOWN", false),
+		TargetHealthPath:     e.path("TARGET_HEALTH_PATH", "/internal/ping"),
+		TargetHealthInterval: e.duration("TARGET_HEALTH_INTERVAL", false),
 	}
 	if len(e.errs) > 0 {
 		return Config{}, errors.Join(e.errs...)
@@ -151,13 +171,14 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 	return c, nil
 }
 
-// TargetEndpoint returns the URL requests are forwarded to: TargetURL with
-// TargetPath appended, or "" when TargetURL is nil.
-func (c Config) TargetEndpoint() string {
-	if c.TargetURL == nil {
-		return ""
+// TargetEndpoints returns the URLs requests are forwarded to: each of
+// TargetURLs with TargetPath appended.
+func (c Config) TargetEndpoints() []string {
+	out := make([]string, len(c.TargetURLs))
+	for i, u := range c.TargetURLs {
+		out[i] = strings.TrimSuffix(u.String(), "/") + c.TargetPath
 	}
-	return strings.TrimSuffix(c.TargetURL.String(), "/") + c.TargetPath
+	return out
 }
 
 // LogValue keeps secrets out of logs: the target key and admin token are
@@ -169,7 +190,7 @@ func (c Config) LogValue() slog.Value {
 	}
 	return slog.GroupValue(
 		slog.String("database", db),
-		slog.String("target", c.TargetEndpoint()),
+		slog.String("targets", strings.Join(c.TargetEndpoints(), ",")),
 		slog.Bool("target_key_set", c.TargetKey != ""),
 		slog.String("target_key_header", c.TargetKeyHeader),
 		slog.Duration("target_timeout", c.TargetTimeout),
@@ -273,14 +294,49 @@ func (e *env) databaseURL() string {
 	return s
 }
 
-func (e *env) targetURL(required bool) *url.URL {
+// targetURLs reads one base URL or several separated by commas.
+func (e *env) targetURLs(required bool) []*url.URL {
 	const name = "TARGET_API_DOMAIN"
-	const example = "TARGET_API_DOMAIN=https://gpu.example.com"
+	const example = "TARGET_API_DOMAIN=https://gpu.example.com or TARGET_API_DOMAIN=http://10.0.0.5:7860,http://10.0.0.6:7860"
 	s := e.get(name)
 	if s == "" {
 		if required {
 			e.fail("%s is not set: set it to the image API's base URL, e.g. %s", name, example)
 		}
+		return nil
+	}
+	var urls []*url.URL
+	seen := map[string]bool{}
+	bad := false
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		u := e.targetURL(part, example)
+		switch {
+		case part == "":
+			if !bad {
+				e.fail("%s has an empty entry between commas: list base URLs separated by single commas, e.g. %s", name, example)
+			}
+			bad = true
+		case u == nil:
+			bad = true
+		case seen[u.String()]:
+			e.fail("%s lists %s twice: list each target once, e.g. %s", name, u, example)
+			bad = true
+		default:
+			seen[u.String()] = true
+			urls = append(urls, u)
+		}
+	}
+	if bad {
+		return nil
+	}
+	return urls
+}
+
+// targetURL checks one entry of TARGET_API_DOMAIN; "" is left to the caller.
+func (e *env) targetURL(s, example string) *url.URL {
+	const name = "TARGET_API_DOMAIN"
+	if s == "" {
 		return nil
 	}
 	u, err := url.Parse(s)
@@ -298,12 +354,17 @@ func (e *env) targetURL(required bool) *url.URL {
 	return nil
 }
 
-func (e *env) targetPath() string {
-	const name = "TARGET_API_PATH"
+func (e *env) targetPath() string { return e.path("TARGET_API_PATH", "/api/generate") }
+
+// path reads a URL path starting with "/"; an empty value is left as is.
+func (e *env) path(name, example string) string {
 	s := e.get(name)
+	if s == "" {
+		return s
+	}
 	u, err := url.Parse(s)
 	if err != nil || !strings.HasPrefix(s, "/") || u.Host != "" || strings.ContainsAny(s, "?# ") || strings.ContainsFunc(s, isControl) {
-		e.fail("%s=%q is not a path starting with /: use e.g. %s=/api/generate", name, s, name)
+		e.fail("%s=%q is not a path starting with /: use e.g. %s=%s", name, s, name, example)
 	}
 	return s
 }
@@ -368,6 +429,16 @@ func (e *env) days(name string) time.Duration {
 		e.fail("%s=%q is not a whole number of days (0 for forever): use e.g. %s=%s", name, s, name, defaultOf(name))
 	}
 	return time.Duration(n) * 24 * time.Hour
+}
+
+// count reads a whole number of 0 or more.
+func (e *env) count(name string) int {
+	s := e.get(name)
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		e.fail("%s=%q is not a whole number of 0 or more: use e.g. %s=1", name, s, name)
+	}
+	return n
 }
 
 func (e *env) addr() string {

@@ -35,8 +35,8 @@ func TestLoadDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"DatabaseURL", c.DatabaseURL, ""},
-		{"TargetURL == nil", c.TargetURL == nil, true},
-		{"TargetEndpoint", c.TargetEndpoint(), ""},
+		{"TargetURLs == nil", c.TargetURLs == nil, true},
+		{"TargetEndpoints", strings.Join(c.TargetEndpoints(), ","), ""},
 		{"TargetPath", c.TargetPath, "/api/generate"},
 		{"TargetKey", c.TargetKey, ""},
 		{"TargetKeyHeader", c.TargetKeyHeader, "Authorization"},
@@ -55,6 +55,12 @@ func TestLoadDefaults(t *testing.T) {
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
 		{"LogFormat", c.LogFormat, "text"},
 		{"AutoMigrate", c.AutoMigrate, true},
+		{"TargetMaxInFlight", c.TargetMaxInFlight, 0},
+		{"QueueMax", c.QueueMax, 1000},
+		{"QueueTimeout", c.QueueTimeout, 60 * time.Second},
+		{"TargetCooldown", c.TargetCooldown, 10 * time.Second},
+		{"TargetHealthPath", c.TargetHealthPath, ""},
+		{"TargetHealthInterval", c.TargetHealthInterval, 5 * time.Second},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -65,27 +71,33 @@ func TestLoadDefaults(t *testing.T) {
 
 func TestLoadValues(t *testing.T) {
 	c, err := Load(envOf(map[string]string{
-		"DATABASE_URL":          "postgres://felix:secret@db:5432/felix",
-		"TARGET_API_DOMAIN":     "https://gpu.example.com/sd/",
-		"TARGET_API_PATH":       "/sdapi/v1/txt2img",
-		"TARGET_API_KEY":        "sk-123",
-		"TARGET_API_KEY_HEADER": "X-API-Key",
-		"TARGET_TIMEOUT":        "5m",
-		"TARGET_IDLE_TIMEOUT":   "90s",
-		"RESERVATION_GRACE":     "0s",
-		"ADMIN_TOKEN":           "0123456789abcdef",
-		"PORT":                  "8080",
-		"MAX_BODY_BYTES":        "4096",
-		"MAX_WIDTH":             "1024",
-		"MAX_HEIGHT":            "768",
-		"MAX_STEPS":             "50",
-		"MAX_BATCH_SIZE":        "4",
-		"SHUTDOWN_TIMEOUT":      "10s",
-		"STATS_TIMEZONE":        "Europe/Berlin",
-		"INSTANCE_ID":           "felix-1",
-		"LOG_LEVEL":             "DEBUG",
-		"LOG_FORMAT":            "JSON",
-		"AUTO_MIGRATE":          "false",
+		"DATABASE_URL":           "postgres://felix:secret@db:5432/felix",
+		"TARGET_API_DOMAIN":      "https://gpu.example.com/sd/",
+		"TARGET_API_PATH":        "/sdapi/v1/txt2img",
+		"TARGET_API_KEY":         "sk-123",
+		"TARGET_API_KEY_HEADER":  "X-API-Key",
+		"TARGET_TIMEOUT":         "5m",
+		"TARGET_IDLE_TIMEOUT":    "90s",
+		"RESERVATION_GRACE":      "0s",
+		"ADMIN_TOKEN":            "0123456789abcdef",
+		"PORT":                   "8080",
+		"MAX_BODY_BYTES":         "4096",
+		"MAX_WIDTH":              "1024",
+		"MAX_HEIGHT":             "768",
+		"MAX_STEPS":              "50",
+		"MAX_BATCH_SIZE":         "4",
+		"SHUTDOWN_TIMEOUT":       "10s",
+		"STATS_TIMEZONE":         "Europe/Berlin",
+		"INSTANCE_ID":            "felix-1",
+		"LOG_LEVEL":              "DEBUG",
+		"LOG_FORMAT":             "JSON",
+		"AUTO_MIGRATE":           "false",
+		"TARGET_MAX_IN_FLIGHT":   "1",
+		"QUEUE_MAX":              "50",
+		"QUEUE_TIMEOUT":          "2m",
+		"TARGET_COOLDOWN":        "3s",
+		"TARGET_HEALTH_PATH":     "/internal/ping",
+		"TARGET_HEALTH_INTERVAL": "1s",
 	}), t.TempDir(), true)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -95,7 +107,7 @@ func TestLoadValues(t *testing.T) {
 		got, want any
 	}{
 		{"DatabaseURL", c.DatabaseURL, "postgres://felix:secret@db:5432/felix"},
-		{"TargetEndpoint", c.TargetEndpoint(), "https://gpu.example.com/sd/sdapi/v1/txt2img"},
+		{"TargetEndpoints", strings.Join(c.TargetEndpoints(), ","), "https://gpu.example.com/sd/sdapi/v1/txt2img"},
 		{"TargetKey", c.TargetKey, "sk-123"},
 		{"TargetKeyHeader", c.TargetKeyHeader, "X-API-Key"},
 		{"TargetTimeout", c.TargetTimeout, 5 * time.Minute},
@@ -114,6 +126,12 @@ func TestLoadValues(t *testing.T) {
 		{"LogLevel", c.LogLevel, slog.LevelDebug},
 		{"LogFormat", c.LogFormat, "json"},
 		{"AutoMigrate", c.AutoMigrate, false},
+		{"TargetMaxInFlight", c.TargetMaxInFlight, 1},
+		{"QueueMax", c.QueueMax, 50},
+		{"QueueTimeout", c.QueueTimeout, 2 * time.Minute},
+		{"TargetCooldown", c.TargetCooldown, 3 * time.Second},
+		{"TargetHealthPath", c.TargetHealthPath, "/internal/ping"},
+		{"TargetHealthInterval", c.TargetHealthInterval, time.Second},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -141,6 +159,10 @@ func TestLoadBadValue(t *testing.T) {
 		{"TARGET_API_DOMAIN", "https://", "not an http or https URL"},
 		{"TARGET_API_DOMAIN", "https://gpu.example.com/?x=1", "query or fragment"},
 		{"TARGET_API_DOMAIN", "https://user:pw@gpu.example.com", "user name or password"},
+		{"TARGET_API_DOMAIN", "http://a.example.com,,http://b.example.com", "empty entry"},
+		{"TARGET_API_DOMAIN", ",", "empty entry"},
+		{"TARGET_API_DOMAIN", "http://a.example.com, http://a.example.com", "lists http://a.example.com twice"},
+		{"TARGET_API_DOMAIN", "http://a.example.com,b.example.com", `"b.example.com" is not an http or https URL`},
 		{"TARGET_API_PATH", "api/generate", "TARGET_API_PATH=/api/generate"},
 		{"TARGET_API_PATH", "//evil.example.com/x", "not a path"},
 		{"TARGET_API_PATH", "/generate?x=1", "not a path"},
@@ -169,6 +191,13 @@ func TestLoadBadValue(t *testing.T) {
 		{"LOG_LEVEL", "verbose", "LOG_LEVEL=info"},
 		{"LOG_FORMAT", "xml", "LOG_FORMAT=text"},
 		{"AUTO_MIGRATE", "maybe", "AUTO_MIGRATE=false"},
+		{"TARGET_MAX_IN_FLIGHT", "-1", "TARGET_MAX_IN_FLIGHT=1"},
+		{"TARGET_MAX_IN_FLIGHT", "one", "0 or more"},
+		{"QUEUE_MAX", "0", "QUEUE_MAX=1000"},
+		{"QUEUE_TIMEOUT", "0s", "QUEUE_TIMEOUT=60s"},
+		{"TARGET_COOLDOWN", "10", "TARGET_COOLDOWN=10s"},
+		{"TARGET_HEALTH_PATH", "health", "TARGET_HEALTH_PATH=/internal/ping"},
+		{"TARGET_HEALTH_INTERVAL", "-5s", "TARGET_HEALTH_INTERVAL=5s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -195,6 +224,7 @@ func TestLoadNeverEchoesSecrets(t *testing.T) {
 		{"DATABASE_URL", "mysql://felix:hunter2@db/felix", "hunter2"},
 		{"DATABASE_URL", "postgres://felix:hun#ter2@db/felix", "hun#ter2"},
 		{"TARGET_API_DOMAIN", "https://felix:hunter2@gpu.example.com", "hunter2"},
+		{"TARGET_API_DOMAIN", "http://gpu1.example.com,https://felix:hunter2@gpu2.example.com", "hunter2"},
 		{"TARGET_API_KEY", "hunter2\r\n", "hunter2"},
 		{"ADMIN_TOKEN", "hunter2", "hunter2"},
 	}
@@ -255,6 +285,7 @@ func TestLoadRequireTarget(t *testing.T) {
 		{"https://gpu.example.com", true, false, "https://gpu.example.com/api/generate"},
 		{"http://10.0.0.5:7860/", true, false, "http://10.0.0.5:7860/api/generate"},
 		{"not a url", false, true, ""},
+		{"http://10.0.0.5:7860, http://10.0.0.6:7860/sd", true, false, "http://10.0.0.5:7860/api/generate,http://10.0.0.6:7860/sd/api/generate"},
 	}
 	for _, tt := range tests {
 		vars := map[string]string{}
@@ -266,7 +297,7 @@ func TestLoadRequireTarget(t *testing.T) {
 			t.Errorf("%q, requireTarget=%v: got error %v, want error %v", tt.domain, tt.requireTarget, err, tt.wantErr)
 			continue
 		}
-		if got := c.TargetEndpoint(); got != tt.wantEndpoint {
+		if got := strings.Join(c.TargetEndpoints(), ","); got != tt.wantEndpoint {
 			t.Errorf("%q, requireTarget=%v: got endpoint %q, want %q", tt.domain, tt.requireTarget, got, tt.wantEndpoint)
 		}
 	}
@@ -295,7 +326,7 @@ LOG_LEVEL=
 		got, want any
 	}{
 		{"PORT (environment wins)", c.Addr, ":6000"},
-		{"TARGET_API_DOMAIN (.env.local beats .env)", c.TargetURL.Host, "from-env-local.example.com"},
+		{"TARGET_API_DOMAIN (.env.local beats .env)", c.TargetURLs[0].Host, "from-env-local.example.com"},
 		{"MAX_STEPS (.env only)", c.MaxSteps, 10},
 		{"LOG_LEVEL (empty in .env.local means default)", c.LogLevel, slog.LevelInfo},
 		{"MAX_WIDTH (default)", c.MaxWidth, 2048},

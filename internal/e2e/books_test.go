@@ -36,6 +36,7 @@ type book struct {
 	lost        atomic.Int64 // transport errors: the answer may have been settled
 	settleFail  atomic.Int64 // 503: the target answered 2xx but the settle was not confirmed
 	storeDown   atomic.Int64 // 503 store_unavailable or store_read_only before forwarding
+	noTarget    atomic.Int64 // 503 queue_full, queue_timeout or no_target_available: released
 	refused     atomic.Int64 // connection refused: never reached felix
 	unexpected  atomic.Int64 // anything else
 	mu          sync.Mutex
@@ -64,6 +65,9 @@ func (b *book) record(a answer) {
 		b.mu.Unlock()
 	case a.status == http.StatusServiceUnavailable && (a.code == "store_unavailable" || a.code == "store_read_only"):
 		b.storeDown.Add(1)
+	case a.status == http.StatusServiceUnavailable && a.retryAfter != "" &&
+		(a.code == "queue_full" || a.code == "queue_timeout" || a.code == "no_target_available"):
+		b.noTarget.Add(1)
 	default:
 		b.unexpected.Add(1)
 		b.mu.Lock()
@@ -78,9 +82,9 @@ func (b *book) record(a answer) {
 func (b *book) uncertain() int64 { return b.lost.Load() + b.settleFail.Load() }
 
 func (b *book) String() string {
-	return fmt.Sprintf("key %s: 200=%d 429=%d target-errors=%d lost=%d settle-failed=%d store-down=%d refused=%d unexpected=%d",
+	return fmt.Sprintf("key %s: 200=%d 429=%d target-errors=%d lost=%d settle-failed=%d store-down=%d no-target=%d refused=%d unexpected=%d",
 		b.name, b.seen200.Load(), b.seen429.Load(), b.seenTarget.Load(), b.lost.Load(), b.settleFail.Load(),
-		b.storeDown.Load(), b.refused.Load(), b.unexpected.Load())
+		b.storeDown.Load(), b.noTarget.Load(), b.refused.Load(), b.unexpected.Load())
 }
 
 // keyJSON is the part of felix's key statistics the tests read.

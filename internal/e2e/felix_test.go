@@ -31,6 +31,7 @@ type felixOptions struct {
 	TargetTimeout    time.Duration // TARGET_TIMEOUT, default 5s
 	ReservationGrace time.Duration // RESERVATION_GRACE, default 1s
 	ShutdownTimeout  time.Duration // SHUTDOWN_TIMEOUT, default 10s
+	Env              []string      // more NAME=value settings
 }
 
 func (o felixOptions) env(port string) []string {
@@ -41,7 +42,7 @@ func (o felixOptions) env(port string) []string {
 		return v.String()
 	}
 	// An explicit environment: nothing of the test's own leaks in.
-	return []string{
+	return append([]string{
 		"DATABASE_URL=" + o.DatabaseURL,
 		"TARGET_API_DOMAIN=" + o.Target,
 		"ADMIN_TOKEN=" + adminToken,
@@ -52,7 +53,7 @@ func (o felixOptions) env(port string) []string {
 		"SHUTDOWN_TIMEOUT=" + d(o.ShutdownTimeout, 10*time.Second),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
-	}
+	}, o.Env...)
 }
 
 // felix is one running felix serve process.

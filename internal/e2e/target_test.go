@@ -144,13 +144,14 @@ func newClient(t testing.TB) *http.Client {
 
 // answer is what a client got for one generate request.
 type answer struct {
-	status int    // 0 when no response arrived
-	code   string // the code of a felix error answer
-	msg    string
-	target bool   // the answer is the fake target's
-	err    error  // transport error, including a body cut short
-	reqID  string // X-Request-ID: felix records it in calls.request_id
-	took   time.Duration
+	status     int    // 0 when no response arrived
+	code       string // the code of a felix error answer
+	msg        string
+	target     bool   // the answer is the fake target's
+	err        error  // transport error, including a body cut short
+	reqID      string // X-Request-ID: felix records it in calls.request_id
+	retryAfter string
+	took       time.Duration
 	// replayed: felix answered from an Idempotency-Key's first answer.
 	replayed bool
 }
@@ -200,8 +201,8 @@ func generateWith(ctx context.Context, hc *http.Client, base, key string, header
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	a := answer{status: resp.StatusCode, target: resp.Header.Get("X-Fake-Target") == "1", reqID: resp.Header.Get("X-Request-ID"), took: time.Since(start),
-		replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
+	a := answer{status: resp.StatusCode, target: resp.Header.Get("X-Fake-Target") == "1", reqID: resp.Header.Get("X-Request-ID"),
+		retryAfter: resp.Header.Get("Retry-After"), took: time.Since(start), replayed: resp.Header.Get("Idempotent-Replayed") == "true"}
 	if err != nil {
 		a.err = fmt.Errorf("status %d, body cut short: %w", resp.StatusCode, err)
 		return a

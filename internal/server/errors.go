@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/target"
 )
 
 // apiError is an error with the status and code the client sees. Its
@@ -87,11 +88,14 @@ func toAPIError(err error) *apiError {
 	var ae *apiError
 	var tooLarge *http.MaxBytesError
 	var refused *quota.RefusedError
+	var busy *target.BusyError
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &refused):
 		return refusedError(refused)
+	case errors.As(err, &busy):
+		return busyError(busy)
 	case errors.As(err, &tooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, "body_too_large", "request body is larger than %d bytes", tooLarge.Limit)
 	case errors.Is(err, quota.ErrKeyNotFound):

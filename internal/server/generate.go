@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/target"
 )
 
 // call is the state of one forwarded generate request, shared by the
@@ -22,6 +23,12 @@ type call struct {
 	body      *idleBody         // the target's answer body, once its headers arrived
 	cut       func()            // cancels the outbound request: the target went silent
 	idem      *quota.Idempotent // the call's Idempotency-Key claim, or nil
+
+	key       string         // the client's key: its turn in the queue
+	forward   []byte         // what is forwarded, again on failover
+	slot      target.Slot    // the call's place on its target, once it has one
+	outcome   target.Outcome // how the call ended for its target
+	targetErr error          // why the target gave no answer
 }
 
 // errSwitchingProtocols: the target answered 101. Felix never asks for an
@@ -34,7 +41,7 @@ var errTargetIdle = errors.New("server: the target sent nothing for TARGET_IDLE_
 // generate is POST /api/generate: decode → reserve → forward → settle or
 // release. The target's answer streams through; nothing is buffered.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
-	if s.endpoint == nil {
+	if s.pool == nil {
 		return errorf(http.StatusServiceUnavailable, "target_not_configured", "no target is configured: set TARGET_API_DOMAIN")
 	}
 	body, err := s.readBody(w, r)
@@ -64,7 +71,19 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	c := &call{res: res, requestID: requestID(r.Context()), idem: idem, cut: func() { cancel(errTargetIdle) }}
+	c := &call{
+		res: res, requestID: requestID(r.Context()), idem: idem, cut: func() { cancel(errTargetIdle) },
+		key: key, forward: req.forward, outcome: target.Abandoned,
+	}
+	if err := s.acquire(r.Context(), c); err != nil {
+		s.release(r.Context(), c, 0)
+		if r.Context().Err() != nil {
+			setOutcome(r.Context(), "client_gone") // it left the queue
+			return nil
+		}
+		return err
+	}
+	defer s.releaseSlot(c)
 	// The target gets Felix's own body and framing, none of the client's.
 	stripClientHeaders(r.Header) // the key was read from it already
 	out := r.WithContext(context.WithValue(ctx, callKey, c))
@@ -129,11 +148,10 @@ func bearerValue(r *http.Request) string {
 // instead of whatever the client claimed.
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	c := pr.In.Context().Value(callKey).(*call)
-	pr.Out.URL.Scheme = s.endpoint.Scheme
-	pr.Out.URL.Host = s.endpoint.Host
-	pr.Out.URL.Path = s.endpoint.Path
-	pr.Out.URL.RawPath = ""
-	pr.Out.URL.RawQuery = "" // the target gets the configured endpoint, nothing of the client's URL
+	pointAt(pr.Out.URL, c.slot.Target())
+	// Without GetBody the Transport never replays the call on a new
+	// connection once bytes went out: an image is not generated twice.
+	pr.Out.GetBody = nil
 	pr.Out.Host = ""
 	h := pr.Out.Header // forwardHeaders kept only what the target may get
 	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
@@ -141,12 +159,8 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Request-ID", c.requestID)
-	if s.opts.TargetKey != "" {
-		if http.CanonicalHeaderKey(s.opts.TargetKeyHeader) == "Authorization" {
-			h.Set("Authorization", "Bearer "+string(s.opts.TargetKey))
-		} else {
-			h.Set(s.opts.TargetKeyHeader, string(s.opts.TargetKey))
-		}
+	for name, v := range s.targetAuth {
+		h[name] = v
 	}
 }
 
@@ -156,6 +170,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 // a 101 is a failed call (proxyError answers 502).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	c := resp.Request.Context().Value(callKey).(*call)
+	c.outcome = target.Answered
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return errSwitchingProtocols
 	}
@@ -190,7 +205,14 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	s.release(r.Context(), c, 0)
 	var netErr net.Error
+	var busy *target.BusyError
+	if r.Context().Err() == nil && c.slot.Target() != nil && !errors.Is(err, errSwitchingProtocols) {
+		c.outcome, c.targetErr = target.NoAnswer, err
+	}
 	switch {
+	case errors.As(err, &busy):
+		// Failover found no other target.
+		s.writeError(w, r, err)
 	case r.Context().Err() != nil:
 		// The client went away; nobody is left to answer.
 		setOutcome(r.Context(), "client_gone")

@@ -23,6 +23,7 @@ func (s *Server) routeTable() []route {
 		{pattern: "POST /api/apikey", admin: true, api: s.createKey},
 		{pattern: "PUT /api/apikey", admin: true, api: s.setRemaining},
 		{pattern: "GET /api/stats", admin: true, api: s.siteStats},
+		{pattern: "GET /api/targets", admin: true, api: s.targets},
 
 		{pattern: "POST /api/keys", admin: true, api: s.createKeyByID},
 		{pattern: "GET /api/keys", admin: true, api: s.listKeys},

@@ -9,17 +9,19 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/target"
 )
 
 // Options configure a Server.
 type Options struct {
 	Quota *quota.Service
-	// Target is the image API's base URL; TargetPath is appended to it.
+	// Targets are the image APIs calls go to. When nil, Target (a base
+	// URL, TargetPath appended) is the only one, with no cap and no queue.
+	Targets    *target.Pool
 	Target     *url.URL
 	TargetPath string
 	// TargetKey is sent to the target in TargetKeyHeader ("Bearer <key>"
@@ -47,13 +49,15 @@ type Options struct {
 
 // Server handles Felix's HTTP API.
 type Server struct {
-	quota    *quota.Service
-	endpoint *url.URL
-	opts     Options
-	proxy    *httputil.ReverseProxy
-	log      *slog.Logger
-	mux      *http.ServeMux
-	attempts *attempts // wrong admin tokens per address
+	quota *quota.Service
+	pool  *target.Pool // nil when no target is configured
+	// targetAuth carries the target's key; nil without one
+	targetAuth http.Header
+	opts       Options
+	proxy      *httputil.ReverseProxy
+	log        *slog.Logger
+	mux        *http.ServeMux
+	attempts   *attempts // wrong admin tokens per address
 }
 
 // New returns a Server. Zero limits get the defaults of the SPEC.
@@ -80,16 +84,16 @@ func New(o Options) *Server {
 	if o.Transport == nil {
 		o.Transport = NewTransport(o.TargetTimeout)
 	}
-	s := &Server{quota: o.Quota, opts: o, log: o.Logger, attempts: newAttempts(o.Now, maxTrackedAddrs)}
-	if o.Target != nil {
-		s.endpoint = o.Target.JoinPath(o.TargetPath)
-		if !strings.HasPrefix(s.endpoint.Path, "/") {
-			s.endpoint.Path = "/" + s.endpoint.Path
-		}
+	s := &Server{
+		quota: o.Quota, pool: o.Targets, opts: o, log: o.Logger,
+		targetAuth: TargetAuth(o.TargetKeyHeader, o.TargetKey), attempts: newAttempts(o.Now, maxTrackedAddrs),
+	}
+	if s.pool == nil && o.Target != nil {
+		s.pool = target.New(target.Options{URLs: []*url.URL{o.Target}, Path: o.TargetPath, Logger: o.Logger})
 	}
 	s.proxy = &httputil.ReverseProxy{
 		Rewrite:        s.rewrite,
-		Transport:      o.Transport,
+		Transport:      failover{s},
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
@@ -126,6 +130,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// TargetAuth returns the header that carries key to a target: headerName:
+// key, or Authorization: Bearer key; nil when key is empty.
+func TargetAuth(headerName string, key quota.Secret) http.Header {
+	if key == "" {
+		return nil
+	}
+	if http.CanonicalHeaderKey(headerName) == "Authorization" {
+		return http.Header{"Authorization": {"Bearer " + string(key)}}
+	}
+	return http.Header{http.CanonicalHeaderKey(headerName): {string(key)}}
 }
 
 // NewTransport returns the transport Felix uses to reach a target: enough
