@@ -58,8 +58,8 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	}
 	logNote(r.Context(), slog.Any("key", quota.Secret(key)))
 
-	idem, err := s.idempotency(w, r, key, req.forward)
-	if err != nil || idem == errReplayed {
+	idem, answered, err := s.idempotency(w, r, key, req.forward)
+	if err != nil || answered {
 		return err
 	}
 	res, err := s.quota.Reserve(r.Context(), quota.CallRequest{Key: key, BatchSize: req.batch, RequestID: requestID(r.Context()), Idempotent: idem})

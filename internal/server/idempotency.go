@@ -15,41 +15,37 @@ import (
 // key is handled normally and its answer kept; a repeat of a succeeded call
 // is answered from what was kept, without forwarding or charging.
 
-// errReplayed is what idempotency returns as the claim of a call it
-// answered itself.
-var errReplayed = &quota.Idempotent{}
-
 // idempotency claims the request's Idempotency-Key, if it has one. It
-// returns the claim for a call that goes on (nil without a key), or
-// errReplayed after answering a repeat itself, or the error to answer.
-func (s *Server) idempotency(w http.ResponseWriter, r *http.Request, key string, body []byte) (*quota.Idempotent, error) {
+// returns the claim of a call that goes on (nil without a key), or
+// answered when it answered a repeat itself, or the error to answer.
+func (s *Server) idempotency(w http.ResponseWriter, r *http.Request, key string, body []byte) (claim *quota.Idempotent, answered bool, err error) {
 	values := r.Header.Values("Idempotency-Key")
 	switch len(values) {
 	case 0:
-		return nil, nil
+		return nil, false, nil
 	case 1:
 	default:
-		return nil, badRequest("send one Idempotency-Key header, not %d", len(values))
+		return nil, false, badRequest("send one Idempotency-Key header, not %d", len(values))
 	}
 	res, claim, err := s.quota.ClaimIdempotency(r.Context(), key, values[0], body, requestID(r.Context()))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	switch res.State {
 	case quota.IdemClaimed:
-		return claim, nil
+		return claim, false, nil
 	case quota.IdemInProgress:
-		return nil, errorf(http.StatusConflict, "request_in_progress",
+		return nil, false, errorf(http.StatusConflict, "request_in_progress",
 			"a request with this Idempotency-Key is still in progress: retry once it has finished")
 	case quota.IdemReused:
-		return nil, errorf(http.StatusUnprocessableEntity, "idempotency_key_reused",
+		return nil, false, errorf(http.StatusUnprocessableEntity, "idempotency_key_reused",
 			"this Idempotency-Key was used with a different request: use a new key for a new request")
 	case quota.IdemSucceeded:
 		if !res.Stored {
 			e := errorf(http.StatusConflict, "already_succeeded",
 				"a request with this Idempotency-Key succeeded already and its answer was not kept (too large or cut off): see requestId")
 			e.requestID = res.RequestID
-			return nil, e
+			return nil, false, e
 		}
 		h := w.Header()
 		if res.ContentType != "" {
@@ -59,9 +55,10 @@ func (s *Server) idempotency(w http.ResponseWriter, r *http.Request, key string,
 		h.Set("Idempotent-Replayed", "true")
 		w.WriteHeader(res.Status)
 		w.Write(res.Body)
-		return errReplayed, nil
+		setOutcome(r.Context(), "replayed")
+		return nil, true, nil
 	}
-	return nil, nil // no such key: the reservation refuses it
+	return nil, false, nil // no such key: the reservation refuses it
 }
 
 // keepAnswer wraps a 2xx answer's body so that, once it has been streamed
