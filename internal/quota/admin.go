@@ -220,19 +220,5 @@ func (s *Service) Refill(ctx context.Context) (int, error) {
 
 // RunRefills applies due refills every interval until ctx ends.
 func (s *Service) RunRefills(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := s.Refill(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("refills failed", "err", err)
-			} else if n > 0 {
-				s.log.Info("refilled keys", "keys", n)
-			}
-		}
-	}
+	s.every(ctx, interval, s.Refill, "refills failed", "refilled keys", "keys")
 }

@@ -146,6 +146,12 @@ func (s *Service) ReleaseExpired(ctx context.Context) (int, error) {
 
 // RunRecovery releases expired calls every interval until ctx ends.
 func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
+	s.every(ctx, interval, s.ReleaseExpired, "recovery failed", "released orphaned calls", "calls")
+}
+
+// every runs job every interval until ctx ends, logging a failure as
+// failed and, when it did something, done with its count as what.
+func (s *Service) every(ctx context.Context, interval time.Duration, job func(context.Context) (int, error), failed, done, what string) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -153,11 +159,11 @@ func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n, err := s.ReleaseExpired(ctx)
+			n, err := job(ctx)
 			if err != nil && ctx.Err() == nil {
-				s.log.Warn("recovery failed", "err", err)
+				s.log.Warn(failed, "err", err)
 			} else if n > 0 {
-				s.log.Info("released orphaned calls", "calls", n)
+				s.log.Info(done, what, n)
 			}
 		}
 	}
