@@ -89,9 +89,6 @@ func (p *Postgres) ChangeKey(ctx context.Context, ref quota.KeyRef, c quota.KeyC
 		k, err = changeKey(pgKeyTx{ctx, tx}, ref, c)
 		return err
 	})
-	if errors.Is(err, quota.ErrInsufficientCalls) {
-		return quota.Key{}, err
-	}
 	return k, wrap("change key", err)
 }
 

@@ -122,9 +122,6 @@ func (s *SQLite) ChangeKey(ctx context.Context, ref quota.KeyRef, c quota.KeyCha
 		k, err = changeKey(sqliteKeyTx{ctx, tx}, ref, c)
 		return err
 	})
-	if errors.Is(err, quota.ErrInsufficientCalls) {
-		return quota.Key{}, err
-	}
 	return k, wrap("change key", err)
 }
 
