@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,13 +86,16 @@ func (c *countingTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.next.ServeHTTP(w, r)
 }
 
-// TestBrowserTestPage drives /test in a real Chromium against a real Felix
-// (fresh SQLite store) in front of the demo image generator, only by typing
-// and clicking, and checks what the page shows and what the server counted.
-func TestBrowserTestPage(t *testing.T) {
-	browserPath := chromium(t)
+// felixUnderTest is a real Felix (fresh SQLite store) in front of the demo
+// image generator, both on 127.0.0.1.
+type felixUnderTest struct {
+	URL    string
+	svc    *quota.Service
+	target *countingTarget
+}
 
-	// The demo target and Felix in front of it, both on 127.0.0.1.
+func startFelix(t *testing.T) *felixUnderTest {
+	t.Helper()
 	target := &countingTarget{next: demo.NewTarget(demo.Options{Token: browserDemoToken})}
 	targetSrv := httptest.NewServer(target)
 	t.Cleanup(targetSrv.Close)
@@ -110,10 +114,20 @@ func TestBrowserTestPage(t *testing.T) {
 		Pages:         web.Handler(),
 	}))
 	t.Cleanup(felix.Close)
+	return &felixUnderTest{URL: felix.URL, svc: svc, target: target}
+}
+
+// TestBrowserTestPage drives /test in a real Chromium against a real Felix
+// (fresh SQLite store) in front of the demo image generator, only by typing
+// and clicking, and checks what the page shows and what the server counted.
+func TestBrowserTestPage(t *testing.T) {
+	browserPath := chromium(t)
+	f := startFelix(t)
+	svc, target := f.svc, f.target
 
 	p := openBrowser(t, browserPath)
 	p.step("0. open /test")
-	p.do("open /test", chromedp.Navigate(felix.URL+"/test"), chromedp.WaitVisible(chromedp.ID("create-submit")))
+	p.do("open /test", chromedp.Navigate(f.URL+"/test"), chromedp.WaitVisible(chromedp.ID("create-submit")))
 
 	// 1. Create a key with 3 calls and a name, as an admin.
 	p.step("1. create a key")
@@ -158,6 +172,13 @@ func TestBrowserTestPage(t *testing.T) {
 		p.fatalf("generate-card", "#generate-meta says %q, want it to start with \"2 images\"", meta)
 	}
 
+	// Every card that shows the key now shows its new count, without being
+	// asked: the new-key card and the statistics card alike.
+	for _, table := range []string{"created-table", "stats-table"} {
+		p.expectStats("generate-card", table, p.statsTable(table),
+			map[string]string{"remainingCalls": "2", "totalCalls": "1", "successfulCalls": "1"})
+	}
+
 	// 4. One successful call is counted, per key and for the site.
 	p.step("4. statistics after one call")
 	p.submit("stats-card", "stats-submit", "done")
@@ -177,10 +198,25 @@ func TestBrowserTestPage(t *testing.T) {
 	p.typeInto("set-remaining", "0")
 	p.submit("set-card", "set-submit", "done")
 	p.expectStats("set-card", "set-table", p.statsTable("set-table"), map[string]string{"remainingCalls": "0"})
+	// Someone else renames the key meanwhile: the cards learn of it from the
+	// refused call's refresh, as they would of any other change.
+	id, err := strconv.ParseInt(created["id"].value, 10, 64)
+	if err != nil {
+		p.fatalf("create-card", "#created-table shows id %q: %v", created["id"].value, err)
+	}
+	renamed := "Browser test, renamed"
+	if _, err := svc.ChangeKey(context.Background(), id, quota.KeyChange{Name: &renamed}); err != nil {
+		t.Fatalf("rename the key: %v", err)
+	}
 	p.submit("generate-card", "generate-submit", "error")
 	p.expectError("generate-card", "HTTP 429", "quota_exhausted", "")
 	if n := len(p.images()); n != 0 {
 		p.fatalf("generate-card", "#images holds %d <img> after a refused call, want none", n)
+	}
+	// The session that once showed "Remaining 3" in two cards and 2 in a
+	// third: after the refused call every card shows the real key.
+	for _, table := range []string{"created-table", "stats-table", "set-table"} {
+		p.expectStats("generate-card", table, p.statsTable(table), map[string]string{"remainingCalls": "0", "name": renamed})
 	}
 
 	// 6. Bad input is refused by Felix with a sentence naming the field.
@@ -208,8 +244,8 @@ func TestBrowserTestPage(t *testing.T) {
 		t.Errorf("server counters: successful %d, remaining %d, total %d, reserved %d; want 1, 0, 1, 0",
 			k.SuccessfulCalls, k.RemainingCalls, k.TotalCalls, k.ReservedCalls)
 	}
-	if k.Name != "Browser test" {
-		t.Errorf("server key name %q, want %q", k.Name, "Browser test")
+	if k.Name != renamed {
+		t.Errorf("server key name %q, want %q", k.Name, renamed)
 	}
 	if n := target.calls.Load(); n != 1 {
 		t.Errorf("the demo target got %d generate requests, want 1", n)

@@ -183,6 +183,42 @@ function fillStats(table, stats, skip = []) {
   table.hidden = false;
 }
 
+// The tables that show a key's statistics. Each remembers its key
+// (data-key), and every table showing a key is rewritten whenever the page
+// learns that key's current numbers, so no card shows an older count.
+const KEY_TABLES = ["created-table", "stats-table", "set-table"];
+
+function shownKeyTables(key) {
+  return KEY_TABLES.map($).filter((t) => key && t.dataset.key === key && !t.hidden && !t.closest("[hidden]"));
+}
+
+// showKeyStats writes stats of key into table and into every other table
+// showing that key.
+function showKeyStats(table, key, stats) {
+  table.dataset.key = key;
+  for (const t of new Set([table, ...shownKeyTables(key)])) {
+    fillStats(t, stats, t.id === "created-table" ? ["apiKey"] : []);
+  }
+}
+
+// refreshKeyTables reads key's statistics again into the tables showing it,
+// after something may have changed them (a generate, even a refused one).
+async function refreshKeyTables(key) {
+  const tables = shownKeyTables(key);
+  if (tables.length === 0) return;
+  let stats;
+  try {
+    stats = expectObject(await call("GET", "/api/apikey?apiKey=" + encodeURIComponent(key)));
+  } catch (err) {
+    for (const t of tables) {
+      const caption = el("caption", "stale", "Not current: reading the key again failed (" + err.message + ")");
+      t.prepend(caption);
+    }
+    return;
+  }
+  showKeyStats(tables[0], key, stats);
+}
+
 function expectObject(data) {
   if (!data || typeof data !== "object" || Array.isArray(data)) {
     throw new ApiError(200, "unexpected_response", "The server answered with JSON that is not an object.");
@@ -237,8 +273,8 @@ function setupCreate() {
       $("created-key").textContent = key;
       $("created-key-copy").textContent = "Copy";
       if (key) $("key-input").value = key;
-      fillStats($("created-table"), stats, ["apiKey"]);
       $("create-result").hidden = false;
+      showKeyStats($("created-table"), key, stats);
     });
   });
 
@@ -274,7 +310,8 @@ function setupStats() {
       const key = apiKey();
       if (!key) throw inputError("Enter an API key in the Credentials card first.");
       const stats = expectObject(await call("GET", "/api/apikey?apiKey=" + encodeURIComponent(key)));
-      fillStats($("stats-table"), stats);
+      $("stats-table").hidden = false;
+      showKeyStats($("stats-table"), key, stats);
     });
   });
 }
@@ -293,8 +330,8 @@ function setupSet() {
       const stats = expectObject(await call("PUT", "/api/apikey", { token: adminToken(), body }));
       const remaining = "remainingCalls" in stats ? formatValue("remainingCalls", stats.remainingCalls) : "the new value";
       $("set-message").textContent = "Remaining calls set to " + remaining + ".";
-      fillStats($("set-table"), stats);
       $("set-result").hidden = false;
+      showKeyStats($("set-table"), key, stats);
     });
   });
 }
@@ -342,15 +379,18 @@ function setupGenerate() {
       const model = optionalText("model");
       if (model !== undefined) body.model = model;
 
+      const key = apiKey();
       const started = performance.now();
       let data;
       try {
-        data = await call("POST", "/api/generate", { token: apiKey(), body });
+        data = await call("POST", "/api/generate", { token: key, body });
       } catch (err) {
         meta.textContent = "Failed after " + formatElapsed(performance.now() - started);
+        await refreshKeyTables(key);
         throw err;
       }
       const elapsed = formatElapsed(performance.now() - started);
+      await refreshKeyTables(key);
 
       const list = data && Array.isArray(data.images) ? data.images.map(imageSource).filter(Boolean) : [];
       if (list.length === 0) {
