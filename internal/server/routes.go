@@ -40,7 +40,14 @@ func (s *Server) routeTable() []route {
 		{pattern: "GET /readyz", api: s.readyz},
 	}
 	if s.opts.Pages != nil {
+		// The pages are shells: the data they show comes from the admin
+		// API above, with the token the operator entered.
 		routes = append(routes,
+			route{pattern: "GET /{$}", page: s.opts.Pages}, // redirects to /admin
+			route{pattern: "GET /admin", page: s.opts.Pages},
+			route{pattern: "GET /admin/keys", page: s.opts.Pages},
+			route{pattern: "GET /admin/keys/{id}", page: s.opts.Pages},
+			route{pattern: "GET /admin/usage", page: s.opts.Pages},
 			route{pattern: "GET /test", page: s.opts.Pages},
 			route{pattern: "GET /static/", page: s.opts.Pages},
 		)

@@ -37,7 +37,8 @@ type Options struct {
 	// AdminToken guards the admin API; empty disables it.
 	AdminToken quota.Secret
 	Limits     Limits
-	// Pages serves the embedded web pages (/test); nil serves none.
+	// Pages serves the embedded web pages (/, /admin…, /test, /static/…);
+	// nil serves none.
 	Pages http.Handler
 	// Transport reaches the target; nil means one tuned for a single
 	// busy backend.

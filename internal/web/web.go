@@ -1,9 +1,12 @@
-// Package web holds Felix's embedded pages.
+// Package web holds Felix's embedded pages: the admin dashboard (/admin)
+// and the API test page (/test).
 //
 // The files under static/ are compiled into the binary: plain HTML, CSS and
-// JavaScript with no build step and no external resources. Every response
-// carries a strict Content-Security-Policy, so the pages hold no inline
-// scripts or styles.
+// JavaScript with no build step and no external resources; the one library,
+// uPlot for charts, is vendored under static/vendor/ with its licence. Every
+// response carries a strict Content-Security-Policy, so the pages hold no
+// inline scripts or styles. The pages are public shells: every piece of data
+// they show comes from the JSON API, which checks the admin token.
 package web
 
 import (
@@ -32,16 +35,23 @@ var contentTypes = map[string]string{
 	".svg":  "image/svg+xml",
 }
 
+// AdminPages are the paths of the admin dashboard. Each serves the same
+// page (static/admin.html), whose script shows the view the path names.
+var AdminPages = []string{"/admin", "/admin/keys", "/admin/keys/{id}", "/admin/usage"}
+
 // Handler returns the handler for Felix's embedded pages. It serves
 //
+//	GET /           a redirect to /admin
+//	GET /admin…     the admin dashboard (AdminPages)
 //	GET /test       the API test page (static/test.html)
-//	GET /static/…   its stylesheet, script and icon
+//	GET /static/…   their stylesheets, scripts, icon and vendored library
 //
 // and answers 404 with the error JSON to anything else under /static/,
-// including directories. Mount it
-// under the same patterns:
+// including directories. Mount it under the same patterns:
 //
 //	pages := web.Handler()
+//	mux.Handle("GET /{$}", pages)
+//	mux.Handle("GET /admin", pages) // and the other AdminPages
 //	mux.Handle("GET /test", pages)
 //	mux.Handle("GET /static/", pages)
 func Handler() http.Handler {
@@ -51,11 +61,18 @@ func Handler() http.Handler {
 	}
 	files := http.StripPrefix("/static", http.FileServerFS(static))
 
+	page := func(name string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			setHeaders(w, name)
+			http.ServeFileFS(w, r, static, name)
+		}
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /test", func(w http.ResponseWriter, r *http.Request) {
-		setHeaders(w, "test.html")
-		http.ServeFileFS(w, r, static, "test.html")
-	})
+	mux.Handle("GET /{$}", http.RedirectHandler("/admin", http.StatusFound))
+	for _, p := range AdminPages {
+		mux.Handle("GET "+p, page("admin.html"))
+	}
+	mux.Handle("GET /test", page("test.html"))
 	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/static/")
 		if info, err := fs.Stat(static, name); err != nil || info.IsDir() {
