@@ -90,6 +90,7 @@ func (c *countingTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // image generator, both on 127.0.0.1.
 type felixUnderTest struct {
 	URL    string
+	srv    *server.Server
 	svc    *quota.Service
 	target *countingTarget
 }
@@ -105,16 +106,17 @@ func startFelix(t *testing.T) *felixUnderTest {
 	}
 	st := storetest.Open(t, storetest.URL(t, store.SQLiteKind))
 	svc := quota.NewService(quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "browser-test"})
-	felix := httptest.NewServer(server.New(server.Options{
+	srv := server.New(server.Options{
 		Quota:         svc,
 		Target:        targetURL,
 		TargetKey:     browserDemoToken,
 		AdminToken:    browserAdminToken,
 		TargetTimeout: 10 * time.Second,
 		Pages:         web.Handler(),
-	}))
+	})
+	felix := httptest.NewServer(srv)
 	t.Cleanup(felix.Close)
-	return &felixUnderTest{URL: felix.URL, svc: svc, target: target}
+	return &felixUnderTest{URL: felix.URL, srv: srv, svc: svc, target: target}
 }
 
 // TestBrowserTestPage drives /test in a real Chromium against a real Felix
