@@ -127,8 +127,22 @@ func TestBrowserAdmin(t *testing.T) {
 		p.fatalf("key-view", "#key-calls lists %d calls, want 1", n)
 	}
 
-	// 5. Top up.
-	p.step("5. top up")
+	// Times in the browser's zone, UTC on hover.
+	if title := p.attr(`#key-facts dd[data-field="createdAt"] time`, "title"); !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$`).MatchString(title) {
+		p.fatalf("key-view", "the creation time's title is %q, want the time in UTC", title)
+	}
+
+	// 5. Top up, and set: large numbers get the browser's thousands
+	// separators.
+	p.step("5. top up and set")
+	p.typeInto("set-calls", "1234567")
+	p.submit("set-form", "set-submit", "done")
+	p.expectValue("#key-remaining", "1234567")
+	if shown, want := p.text("#key-remaining"), eval[string](p, `new Intl.NumberFormat().format(1234567)`); shown != want || shown == "1234567" {
+		p.fatalf("key-view", "#key-remaining shows %q, want %q, with separators", shown, want)
+	}
+	p.typeInto("set-calls", "2")
+	p.submit("set-form", "set-submit", "done")
 	p.typeInto("topup-calls", "10")
 	p.submit("topup-form", "topup-submit", "done")
 	p.expectValue("#key-remaining", "12")
@@ -209,6 +223,8 @@ func TestBrowserAdmin(t *testing.T) {
 	p.expectAttr("#ov-chart", "data-days", "30")
 	p.click("ov-range-90")
 	p.expectAttr("#ov-chart", "data-days", "90")
+	p.click("ov-range-30")
+	p.expectAttr("#ov-chart", "data-days", "30")
 	p.expectText(`#ov-top tbody tr:first-child`, "Acme")
 
 	// 10. Every page at both widths.
@@ -225,9 +241,46 @@ func TestBrowserAdmin(t *testing.T) {
 	p.waitView("usage")
 	p.photograph("usage")
 
-	// 11. Delete, after a confirmation that names the key; Escape cancels.
-	p.step("11. delete")
-	p.do("back to the key", chromedp.NavigateBack())
+	// 11. Search, filter and page through the keys.
+	p.step("11. search and pages")
+	p.clickNav("keys")
+	p.waitView("keys")
+	p.typeInto("keys-q", "acm")
+	p.do("press Enter", chromedp.SendKeys(chromedp.ID("keys-q"), kb.Enter))
+	p.waitView("keys")
+	if rows := p.rowIDs("keys-table"); !slices.Equal(rows, []string{id}) {
+		p.fatalf("keys-view", "searching \"acm\" lists keys %q, want [%s]", rows, id)
+	}
+	p.do("choose disabled", chromedp.SetValue(chromedp.ID("keys-status"), "disabled"))
+	p.click("keys-apply")
+	p.waitView("keys")
+	p.expectText("#keys-empty", "No keys match these filters")
+	p.click("keys-empty-action")
+	p.waitView("keys")
+	for i := range 50 {
+		if _, _, err := f.svc.CreateKey(context.Background(), quota.KeySpec{Name: fmt.Sprintf("Bulk %02d", i), Remaining: 1}); err != nil {
+			t.Fatalf("create key %d: %v", i, err)
+		}
+	}
+	p.reload("keys")
+	if n := len(p.rowIDs("keys-table")); n != 50 {
+		p.fatalf("keys-view", "the first page lists %d keys, want 50", n)
+	}
+	p.click("keys-next")
+	p.waitView("keys")
+	if rows := p.rowIDs("keys-table"); len(rows) != 2 || rows[1] != id {
+		p.fatalf("keys-view", "the second page lists %q, want the two oldest keys, %s last", rows, id)
+	}
+	p.expectText("#keys-range", "Keys 51–52")
+	p.click("keys-prev")
+	p.waitView("keys")
+	if n := len(p.rowIDs("keys-table")); n != 50 {
+		p.fatalf("keys-view", "back on the first page, %d keys, want 50", n)
+	}
+
+	// 12. Delete, after a confirmation that names the key; Escape cancels.
+	p.step("12. delete")
+	p.do("open the key", chromedp.Navigate(f.URL+"/admin/keys/"+id))
 	p.waitView("key")
 	p.click("delete-open")
 	p.expectText("#delete-text", "“Acme” ("+key[:7])
@@ -240,9 +293,10 @@ func TestBrowserAdmin(t *testing.T) {
 	p.click("delete-confirm")
 	p.waitView("keys")
 	p.expectText("#flash", "Deleted key “Acme”")
-	if rows := p.rowIDs("keys-table"); slices.Contains(rows, id) || len(rows) != 1 {
-		p.fatalf("keys-view", "#keys-table lists %q after the delete, want only the other key", rows)
-	}
+	p.typeInto("keys-q", "acme")
+	p.click("keys-apply")
+	p.waitView("keys")
+	p.expectText("#keys-empty", "No keys match these filters")
 	if _, err := f.svc.KeyByID(context.Background(), mustInt(t, id)); !errors.Is(err, quota.ErrKeyNotFound) {
 		t.Fatalf("the key after the delete: %v, want %v", err, quota.ErrKeyNotFound)
 	}
@@ -250,8 +304,8 @@ func TestBrowserAdmin(t *testing.T) {
 		t.Fatalf("generate with the deleted key: status %d, want 401", status)
 	}
 
-	// 12. Log out: the tab forgets the token and nothing works without it.
-	p.step("12. log out")
+	// 13. Log out: the tab forgets the token and nothing works without it.
+	p.step("13. log out")
 	p.click("logout")
 	p.waitView("login")
 	p.expectText("#flash", "Logged out")
