@@ -421,7 +421,6 @@ func (p *page) columnTexts(table string, col int) []string {
 // FELIX_SCREENSHOT_DIR when it is set.
 func (p *page) photograph(name string) {
 	p.t.Helper()
-	dir := os.Getenv(envScreenshotDir)
 	for _, s := range screenWidths {
 		opts := []chromedp.EmulateViewportOption{}
 		if s.mobile {
@@ -435,20 +434,7 @@ func (p *page) photograph(name string) {
 		if w := eval[int](p, `document.documentElement.scrollWidth`); w > int(s.width) {
 			p.fatalf("", "the %s page is %d px wide on a %d px screen, want no wider", name, w, s.width)
 		}
-		if dir == "" {
-			continue
-		}
-		shot, err := chromedp.Run(p.ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			p.fatalf("", "screenshot: %v", err)
-		}
-		if _, err := png.DecodeConfig(bytes.NewReader(shot)); err != nil {
-			p.t.Fatalf("the screenshot is not a PNG: %v", err)
-		}
-		file := filepath.Join(dir, fmt.Sprintf("admin-%s-%d.png", name, s.width))
-		if err := os.WriteFile(file, shot, 0o644); err != nil {
-			p.t.Fatalf("write screenshot: %v", err)
-		}
+		p.screenshot(fmt.Sprintf("admin-%s-%d.png", name, s.width))
 	}
 	p.do("back to the laptop width", chromedp.EmulateViewport(screenWidths[0].width, screenWidths[0].height))
 }
@@ -470,16 +456,28 @@ func (p *page) photographDark(name string) {
 	if bg := eval[string](p, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(18, 21, 27)" {
 		p.fatalf("", "the body's background is %s in the dark scheme, want rgb(18, 21, 27)", bg)
 	}
-	if dir := os.Getenv(envScreenshotDir); dir != "" {
-		shot, err := chromedp.Run(p.ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			p.fatalf("", "screenshot: %v", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "admin-"+name+"-dark-1280.png"), shot, 0o644); err != nil {
-			p.t.Fatalf("write screenshot: %v", err)
-		}
-	}
+	p.screenshot("admin-" + name + "-dark-1280.png")
 	p.do("prefer the light scheme", scheme("light"))
+}
+
+// screenshot writes the whole page as file into FELIX_SCREENSHOT_DIR, when
+// it is set.
+func (p *page) screenshot(file string) {
+	p.t.Helper()
+	dir := os.Getenv(envScreenshotDir)
+	if dir == "" {
+		return
+	}
+	shot, err := chromedp.Run(p.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		p.fatalf("", "screenshot: %v", err)
+	}
+	if _, err := png.DecodeConfig(bytes.NewReader(shot)); err != nil {
+		p.t.Fatalf("the screenshot is not a PNG: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, file), shot, 0o644); err != nil {
+		p.t.Fatalf("write screenshot: %v", err)
+	}
 }
 
 // generate makes one call through Felix's API with key and returns the

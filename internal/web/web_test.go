@@ -38,6 +38,7 @@ func TestPagesAndAssets(t *testing.T) {
 		{"/static/admin.css", "text/css; charset=utf-8", ".view"},
 		{"/static/test.js", "text/javascript; charset=utf-8", "/api/generate"},
 		{"/static/admin.js", "text/javascript; charset=utf-8", "/api/keys"},
+		{"/static/felix.js", "text/javascript; charset=utf-8", "ApiError"},
 		{"/static/vendor/uplot/uPlot.iife.min.js", "text/javascript; charset=utf-8", "uPlot"},
 		{"/static/vendor/uplot/uPlot.min.css", "text/css; charset=utf-8", ".uplot"},
 		{"/static/vendor/uplot/LICENSE", "text/plain; charset=utf-8", "MIT License"},
@@ -150,7 +151,7 @@ func TestPageIsSelfContained(t *testing.T) {
 				t.Errorf("%s has an inline <script%s> (blocked by the CSP)", pg.html, m[1])
 			}
 		}
-		for _, name := range []string{pg.css, pg.js} {
+		for _, name := range []string{pg.css, pg.js, "felix.js"} {
 			src := readStatic(t, name)
 			if strings.Contains(src, "http://") || strings.Contains(src, "https://") {
 				t.Errorf("%s mentions an external URL", name)
@@ -163,7 +164,7 @@ func TestPageIsSelfContained(t *testing.T) {
 // forbids: code from strings, or markup written as strings.
 func TestNoEval(t *testing.T) {
 	forbidden := regexp.MustCompile(`\beval\(|new Function\(|\bFunction\(|set(?:Timeout|Interval)\(\s*["'` + "`" + `]|\.innerHTML\s*=|insertAdjacentHTML|document\.write|setAttribute\(\s*["']style`)
-	for _, name := range []string{"test.js", "admin.js", "vendor/uplot/uPlot.iife.min.js"} {
+	for _, name := range []string{"felix.js", "test.js", "admin.js", "vendor/uplot/uPlot.iife.min.js"} {
 		if loc := forbidden.FindStringIndex(readStatic(t, name)); loc != nil {
 			src := readStatic(t, name)
 			t.Errorf("%s uses %q at byte %d, which the CSP forbids or which invites injection", name, src[loc[0]:loc[1]], loc[0])

@@ -43,68 +43,22 @@ const session = {
 
 // --- Talking to the API -----------------------------------------------------
 
-// ApiError is a failed request, shaped like Felix's error JSON.
-class ApiError extends Error {
-  constructor(status, code, message, retryAfter) {
-    super(message);
-    this.status = status; // HTTP status, 0 when no answer came
-    this.code = code;
-    this.retryAfter = retryAfter; // seconds, from Retry-After, or 0
-  }
-}
-
 // SessionEnded is thrown when the token stopped working; the login shows.
 class SessionEnded extends Error {}
 
-// api calls Felix with the admin token and returns the decoded JSON (null
-// for 204), or the Response itself when raw is set. A 401 on a dashboard
-// call ends the session; a login passes token to check it instead.
+// api calls Felix with the admin token (see request in felix.js). A 401 on
+// a dashboard call ends the session; a login passes token to check it.
 async function api(method, path, { body, raw, token } = {}) {
   const checking = token !== undefined;
-  const bearer = checking ? token : session.get();
-  const headers = { Accept: raw ? "text/csv, application/json" : "application/json" };
-  if (bearer) headers.Authorization = "Bearer " + bearer;
-  const init = { method, headers, cache: "no-store" };
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  let res;
   try {
-    res = await fetch(path, init);
+    return await request(method, path, { bearer: checking ? token : session.get(), body, raw });
   } catch (err) {
-    throw new ApiError(0, "network_error", "Felix did not answer (" + messageOf(err) + "): check that it is running, then try again.");
-  }
-  if (res.ok && raw) return res;
-  let text = "";
-  try {
-    text = await res.text();
-  } catch (err) {
-    throw new ApiError(0, "network_error", "The connection broke while reading Felix's answer (" + messageOf(err) + ").");
-  }
-  let data;
-  try {
-    data = text === "" ? null : JSON.parse(text);
-  } catch {
-    data = undefined;
-  }
-  if (!res.ok) {
-    const retry = Number.parseInt(res.headers.get("Retry-After") || "", 10);
-    const err = data && typeof data.error === "string"
-      ? new ApiError(res.status, String(data.code || "unknown_error"), data.error, retry > 0 ? retry : 0)
-      : new ApiError(res.status, "unexpected_response", "Felix answered " + res.status + " " + res.statusText + " without its error JSON.", retry > 0 ? retry : 0);
-    if (!checking && res.status === 401 && err.code === "admin_required") {
+    if (!checking && err.status === 401 && err.code === "admin_required") {
       endSession("Felix no longer accepts the admin token of this tab (it may have been changed on the server): log in again.");
       throw new SessionEnded();
     }
     throw err;
   }
-  if (data === undefined) throw new ApiError(res.status, "invalid_json", "Felix answered " + res.status + " with a body that is not JSON.");
-  return data;
-}
-
-function messageOf(err) {
-  return err && err.message ? err.message : String(err);
 }
 
 // explain turns an error into the sentence an operator reads.
@@ -157,13 +111,6 @@ const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeS
 const clock = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
 const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium" });
 const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "your time zone";
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
 
 function num(n) {
   const node = el("span", "num", n === null || n === undefined ? "—" : numbers.format(n));
@@ -730,14 +677,19 @@ $("keys-filter").addEventListener("submit", (event) => {
   navigate("/admin/keys" + (qs ? "?" + qs : ""));
 });
 
-$("keys-prev").addEventListener("click", () => {
-  keysState.page = Math.max(0, keysState.page - 1);
-  render();
-});
-$("keys-next").addEventListener("click", () => {
-  keysState.page++;
-  render();
-});
+// setupPager wires the Previous and Next buttons of a list whose state
+// keeps the page number and the cursors seen.
+function setupPager(prefix, state) {
+  $(prefix + "-prev").addEventListener("click", () => {
+    state.page = Math.max(0, state.page - 1);
+    render();
+  });
+  $(prefix + "-next").addEventListener("click", () => {
+    state.page++;
+    render();
+  });
+}
+setupPager("keys", keysState);
 
 function readInt(id, label, { min, required = true } = {}) {
   const input = $(id);
@@ -779,22 +731,11 @@ $("create-form").addEventListener("submit", (event) => {
 });
 
 $("created-copy").addEventListener("click", async () => {
-  const key = $("created-key").textContent;
-  const status = $("created-copy-status");
-  try {
-    await navigator.clipboard.writeText(key);
-    $("created-copy").textContent = "Copied";
-    status.textContent = "Copied to the clipboard.";
-  } catch {
-    // No clipboard access (e.g. not a secure context): select the key so
-    // that Ctrl+C copies it.
-    const range = document.createRange();
-    range.selectNodeContents($("created-key"));
-    const selection = window.getSelection();
-    selection.removeAllRanges();
-    selection.addRange(range);
-    status.textContent = "The browser did not let the page copy: the key is selected, press Ctrl+C.";
-  }
+  const copied = await copyText($("created-key"));
+  $("created-copy").textContent = copied ? "Copied" : "Copy";
+  $("created-copy-status").textContent = copied
+    ? "Copied to the clipboard."
+    : "The browser did not let the page copy: the key is selected, press Ctrl+C.";
 });
 
 // --- One key ----------------------------------------------------------------------
@@ -1061,14 +1002,7 @@ $("usage-filter").addEventListener("submit", (event) => {
   });
 });
 $("usage-clear").addEventListener("click", () => navigate("/admin/usage"));
-$("usage-prev").addEventListener("click", () => {
-  usageState.page = Math.max(0, usageState.page - 1);
-  render();
-});
-$("usage-next").addEventListener("click", () => {
-  usageState.page++;
-  render();
-});
+setupPager("usage", usageState);
 
 // The CSV holds exactly the rows the table's filters select (those of the
 // address, as shown), every page of them.

@@ -6,57 +6,10 @@ const $ = (id) => document.getElementById(id);
 
 const ADMIN_TOKEN_STORAGE = "felix.adminToken";
 
-// ApiError is a failed request, shaped like Felix's error JSON.
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status; // HTTP status, or 0 when the request never got an answer
-    this.code = code;
-  }
-}
-
-// call sends a JSON request and returns the decoded JSON answer, or throws
-// an ApiError for a 4xx/5xx, an unreadable answer or a network failure.
-async function call(method, path, { token, body } = {}) {
-  const headers = { Accept: "application/json" };
-  if (token) headers.Authorization = "Bearer " + token;
-  const init = { method, headers, cache: "no-store" };
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-
-  let res;
-  try {
-    res = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, "network_error", "The request did not reach Felix (" + (err && err.message ? err.message : String(err)) + ").");
-  }
-  let text;
-  try {
-    text = await res.text();
-  } catch (err) {
-    throw new ApiError(0, "network_error", "The connection broke while reading the answer (" + (err && err.message ? err.message : String(err)) + ").");
-  }
-  let data;
-  try {
-    data = text === "" ? null : JSON.parse(text);
-  } catch {
-    data = undefined;
-  }
-
-  if (!res.ok) {
-    if (data && typeof data === "object" && typeof data.error === "string") {
-      throw new ApiError(res.status, typeof data.code === "string" ? data.code : "unknown_error", data.error);
-    }
-    const snippet = text.trim().slice(0, 300);
-    throw new ApiError(res.status, "unexpected_response",
-      snippet ? "The server answered without Felix's error JSON: " + snippet : "The server answered " + res.status + " " + res.statusText + " with an empty body.");
-  }
-  if (data === undefined) {
-    throw new ApiError(res.status, "invalid_json", "The server answered " + res.status + " but the body is not JSON.");
-  }
-  return data;
+// call sends a JSON request with token as the bearer (see request in
+// felix.js) and returns the decoded JSON answer.
+function call(method, path, { token, body } = {}) {
+  return request(method, path, { bearer: token, body });
 }
 
 // run shows the busy state on button while task runs, and any error in the
@@ -93,13 +46,6 @@ function showError(box, err) {
   );
   box.replaceChildren(head, el("p", "error-message", e.message));
   box.hidden = false;
-}
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 // inputError is a mistake caught before sending anything.
@@ -280,21 +226,7 @@ function setupCreate() {
 
   const copy = $("created-key-copy");
   copy.addEventListener("click", async () => {
-    const key = $("created-key").textContent;
-    let copied = false;
-    try {
-      await navigator.clipboard.writeText(key);
-      copied = true;
-    } catch {
-      // Clipboard API unavailable (e.g. not a secure context): select the
-      // text so the user can press Ctrl+C, and try the legacy command.
-      const range = document.createRange();
-      range.selectNodeContents($("created-key"));
-      const selection = window.getSelection();
-      selection.removeAllRanges();
-      selection.addRange(range);
-      copied = document.execCommand && document.execCommand("copy");
-    }
+    const copied = await copyText($("created-key"));
     copy.textContent = copied ? "Copied" : "Press Ctrl+C";
   });
 }
