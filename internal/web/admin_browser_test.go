@@ -148,6 +148,22 @@ func TestBrowserAdmin(t *testing.T) {
 	p.expectValue("#key-remaining", "12")
 	p.expectText("#key-action-status", "Added 10 calls: 12 left.")
 
+	// Limits: set two, then clear one.
+	p.click("limits-edit")
+	p.typeInto("limit-rate", "60")
+	p.typeInto("limit-concurrent", "2")
+	p.submit("limits-form", "limits-submit", "done")
+	p.expectText(`#key-limits dd[data-field="rateLimit"]`, "60 calls per minute")
+	p.expectText(`#key-limits dd[data-field="maxConcurrent"]`, "2")
+	p.click("limits-edit")
+	p.typeInto("limit-concurrent", "")
+	p.submit("limits-form", "limits-submit", "done")
+	p.expectText(`#key-limits dd[data-field="maxConcurrent"]`, "not set")
+	p.expectText(`#key-limits dd[data-field="rateLimit"]`, "60 calls per minute")
+	if k, err := f.svc.KeyByID(context.Background(), mustInt(t, id)); err != nil || k.RateLimit == nil || k.RateLimit.Requests != 60 || k.MaxConcurrent != nil {
+		t.Fatalf("the key's limits on the server: %+v, %v; want 60 per minute and no cap", k, err)
+	}
+
 	// 6. Disable: the key is refused, and a refused call is no usage row.
 	p.step("6. disable")
 	p.submit("toggle-disabled", "toggle-disabled", "done")

@@ -777,6 +777,7 @@ async function loadKey(route, live) {
     throw err;
   }
   if (!live()) return;
+  if (!keyState.key || keyState.key.id !== k.id) showLimitsForm(false);
   keyState.key = k;
   keyState.daily = daily.days;
   document.title = (k.name || k.apiKey) + " · Felix admin";
@@ -799,6 +800,7 @@ async function loadKey(route, live) {
     ["Changed", when(k.updatedAt), "updatedAt"],
   ]);
   facts($("key-limits"), describeLimits(k));
+  if ($("limits-form").hidden) fillLimitsForm(k);
   showKeyChart(keyRange());
 
   const toggle = $("toggle-disabled");
@@ -867,6 +869,59 @@ function keyAction(form, button, task) {
 }
 
 const patchKey = (k, body) => api("PATCH", "/api/keys/" + k.id, { body });
+
+// Limits: the form shows the key's policies; saving sends only what
+// changed (an empty field clears its policy: null).
+
+function fillLimitsForm(k) {
+  $("limit-rate").value = k.rateLimit ? String(k.rateLimit.requests) : "";
+  $("limit-rate-per").value = k.rateLimit ? k.rateLimit.per : "minute";
+  $("limit-concurrent").value = k.maxConcurrent ?? "";
+  $("limit-refill").value = k.refill ? String(k.refill.calls) : "";
+  $("limit-refill-every").value = k.refill ? k.refill.every : "month";
+  $("limit-cost").checked = !!k.costPerImage;
+}
+
+function showLimitsForm(show) {
+  $("limits-form").hidden = !show;
+  $("limits-edit").setAttribute("aria-expanded", String(show));
+  if (show) {
+    fillLimitsForm(keyState.key);
+    $("limit-rate").focus();
+  }
+}
+
+$("limits-edit").addEventListener("click", () => showLimitsForm($("limits-form").hidden));
+$("limits-cancel").addEventListener("click", () => {
+  showLimitsForm(false);
+  $("limits-edit").focus();
+});
+
+$("limits-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  keyAction($("limits-form"), $("limits-submit"), async (k) => {
+    const rate = readInt("limit-rate", "Rate limit", { min: 1, required: false });
+    const concurrent = readInt("limit-concurrent", "Calls at once", { min: 1, required: false });
+    const refill = readInt("limit-refill", "Refill", { min: 0, required: false });
+    const want = {
+      rateLimit: rate === undefined ? null : { requests: rate, per: $("limit-rate-per").value },
+      maxConcurrent: concurrent === undefined ? null : concurrent,
+      refill: refill === undefined ? null : { calls: refill, every: $("limit-refill-every").value },
+      costPerImage: $("limit-cost").checked,
+    };
+    const body = {};
+    for (const [field, value] of Object.entries(want)) {
+      if (JSON.stringify(value) !== JSON.stringify(k[field] ?? (field === "costPerImage" ? false : null))) body[field] = value;
+    }
+    if (Object.keys(body).length === 0) {
+      showLimitsForm(false);
+      return "The limits are as they were.";
+    }
+    await patchKey(k, body);
+    showLimitsForm(false);
+    return "Limits saved: " + Object.keys(body).map((f) => describeLimits(want).find(([, , name]) => name === f)[0].toLowerCase()).join(", ") + ".";
+  });
+});
 
 $("topup-form").addEventListener("submit", (event) => {
   event.preventDefault();
