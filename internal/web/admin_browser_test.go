@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"image/png"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/web"
 )
 
 // The widths every page is checked and photographed at: a laptop and a
@@ -333,6 +335,27 @@ func TestBrowserAdmin(t *testing.T) {
 	if status := eval[int](p, `fetch("/api/keys").then(r => r.status)`, chromedp.EvalAwaitPromise); status != http.StatusUnauthorized {
 		p.fatalf("", "GET /api/keys from the logged-out page answered %d, want 401", status)
 	}
+
+	// 14. A Felix that slows an address down after wrong tokens (429 with
+	// Retry-After) gets a sentence that says when to try again.
+	p.step("14. slowed down")
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/api/") {
+			web.Handler().ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "42")
+		w.WriteHeader(http.StatusTooManyRequests)
+		fmt.Fprintln(w, `{"error":"too many wrong admin tokens from this address: wait, then try again","code":"too_many_attempts"}`)
+	}))
+	defer slow.Close()
+	p.do("open a slowed-down Felix", chromedp.Navigate(slow.URL+"/admin"))
+	p.waitView("login")
+	p.typeInto("login-token", browserAdminToken)
+	p.submit("login-form", "login-submit", "error")
+	p.expectErrorIn("login-error", "HTTP 429", "too_many_attempts", "Too many wrong admin tokens")
+	p.expectText("#login-error .error-retry", "Try again in 42 seconds")
 	p.step("")
 	p.checkConsole()
 }
