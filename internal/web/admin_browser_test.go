@@ -10,6 +10,8 @@ import (
 	"image/png"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,7 +27,6 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/felix-gateway/felix/internal/quota"
-	"github.com/felix-gateway/felix/internal/web"
 )
 
 // The widths every page is checked and photographed at: a laptop and a
@@ -244,6 +245,18 @@ func TestBrowserAdmin(t *testing.T) {
 	p.click("ov-range-30")
 	p.expectAttr("#ov-chart", "data-days", "30")
 	p.expectText(`#ov-top tbody tr:first-child`, "Acme")
+	// The targets card is there exactly when the server has GET /api/targets.
+	req, _ := http.NewRequest(http.MethodGet, f.URL+"/api/targets", nil)
+	req.Header.Set("Authorization", "Bearer "+browserAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	hasTargets := resp.StatusCode != http.StatusNotFound
+	if shown := !eval[bool](p, `document.getElementById("ov-targets").hidden`); shown != hasTargets {
+		p.fatalf("overview-view", "the targets card is shown: %v; GET /api/targets answers %d", shown, resp.StatusCode)
+	}
 
 	// 10. Every page at both widths.
 	p.step("10. layouts")
@@ -336,26 +349,46 @@ func TestBrowserAdmin(t *testing.T) {
 		p.fatalf("", "GET /api/keys from the logged-out page answered %d, want 401", status)
 	}
 
-	// 14. A Felix that slows an address down after wrong tokens (429 with
-	// Retry-After) gets a sentence that says when to try again.
-	p.step("14. slowed down")
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, "/api/") {
-			web.Handler().ServeHTTP(w, r)
-			return
+	// 14. In front of the same Felix: an address slowed down after wrong
+	// tokens (429 with Retry-After) gets a sentence that says when to try
+	// again, and a Felix with several targets shows them on the overview.
+	p.step("14. slowed down; targets")
+	felixURL, err := url.Parse(f.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(felixURL)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/api/") && r.Header.Get("Authorization") != "Bearer "+browserAdminToken:
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "42")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprintln(w, `{"error":"too many wrong admin tokens from this address: wait, then try again","code":"too_many_attempts"}`)
+		case r.URL.Path == "/api/targets":
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintln(w, `{"targets":[{"url":"http://gpu1:7860","up":true,"inFlight":1,"maxInFlight":1,"served":5120,"failed":0,"lastError":null},
+				{"url":"http://gpu2:7860","up":false,"inFlight":0,"maxInFlight":1,"served":4987,"failed":3,"lastError":"the connection was refused"}],
+				"queue":{"length":14,"max":1000}}`)
+		default:
+			proxy.ServeHTTP(w, r)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Retry-After", "42")
-		w.WriteHeader(http.StatusTooManyRequests)
-		fmt.Fprintln(w, `{"error":"too many wrong admin tokens from this address: wait, then try again","code":"too_many_attempts"}`)
 	}))
-	defer slow.Close()
-	p.do("open a slowed-down Felix", chromedp.Navigate(slow.URL+"/admin"))
+	defer front.Close()
+	p.do("open the other address", chromedp.Navigate(front.URL+"/admin"))
 	p.waitView("login")
-	p.typeInto("login-token", browserAdminToken)
+	p.typeInto("login-token", "a-wrong-token-again")
 	p.submit("login-form", "login-submit", "error")
 	p.expectErrorIn("login-error", "HTTP 429", "too_many_attempts", "Too many wrong admin tokens")
 	p.expectText("#login-error .error-retry", "Try again in 42 seconds")
+	p.typeInto("login-token", browserAdminToken)
+	p.submit("login-form", "login-submit", "done")
+	p.waitView("overview")
+	if rows := p.rowIDs("ov-targets-table"); len(rows) != 2 {
+		p.fatalf("overview-view", "the targets card lists %d targets, want 2", len(rows))
+	}
+	p.expectText(`#ov-targets-table tbody tr:nth-child(2)`, "down")
+	p.expectText("#ov-queue", "14 calls wait (at most "+eval[string](p, `new Intl.NumberFormat().format(1000)`)+")")
 	p.step("")
 	p.checkConsole()
 }
