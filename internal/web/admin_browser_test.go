@@ -500,9 +500,8 @@ func (p *page) photograph(name string) {
 		}
 		p.do(fmt.Sprintf("set the width to %d", s.width), chromedp.EmulateViewport(s.width, s.height, opts...))
 		// The charts follow their box's width on the next frame.
-		p.waitFor("", "the charts to fit", fmt.Sprintf(`[...document.querySelectorAll(".chart")].every(f =>
-			f.offsetParent === null || [...f.querySelectorAll(".uplot")].every(u => u.offsetWidth <= f.clientWidth + 1)) &&
-			document.documentElement.scrollWidth > 0 && "ok"`))
+		p.waitFor("", "the charts to fit", `[...document.querySelectorAll(".chart")].every(f =>
+			f.offsetParent === null || [...f.querySelectorAll(".uplot")].every(u => u.offsetWidth <= f.clientWidth + 1)) && "ok"`)
 		if w := eval[int](p, `document.documentElement.scrollWidth`); w > int(s.width) {
 			p.fatalf("", "the %s page is %d px wide on a %d px screen, want no wider", name, w, s.width)
 		}
