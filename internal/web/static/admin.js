@@ -628,7 +628,7 @@ async function loadKeys(route, live) {
     { label: "Key", cell: (k) => el("code", "", k.apiKey) },
     { label: "Status", cell: (k) => statusBadge(k.status, k) },
     { label: "Calls left", num: true, cell: (k) => num(k.remainingCalls) },
-    { label: "Successful", num: true, cell: (k) => num(k.successfulCalls) },
+    { label: "Successful", num: true, narrow: true, cell: (k) => num(k.successfulCalls) },
     { label: "Last used", narrow: true, cell: (k) => when(k.lastUsedAt, "never") },
     { label: "Created", narrow: true, cell: (k) => when(k.createdAt) },
   ], keys);
@@ -819,6 +819,12 @@ async function loadKey(route, live) {
   $("key-calls-all").href = "/admin/usage?keyId=" + k.id;
 }
 
+// fieldNames are the Key's fields as an operator reads them.
+const fieldNames = {
+  name: "name", note: "note", expiresAt: "expiry", rateLimit: "rate limit", maxConcurrent: "calls at once",
+  costPerImage: "cost of a call", refill: "refill", remainingCalls: "calls left", disabled: "status",
+};
+
 function eventText(e) {
   const calls = (n) => numbers.format(n) + (Math.abs(n) === 1 ? " call" : " calls");
   const change = e.before !== undefined && e.after !== undefined ? " (" + numbers.format(e.before) + " → " + numbers.format(e.after) + ")" : "";
@@ -830,7 +836,7 @@ function eventText(e) {
     case "disabled": return "Disabled";
     case "enabled": return "Enabled";
     case "deleted": return "Deleted";
-    case "updated": return "Changed " + (e.detail || "details");
+    case "updated": return "Changed " + (e.detail ? e.detail.split(/,\s*/).map((f) => fieldNames[f] || f).join(", ") : "details");
   }
   return e.action + (e.detail ? ": " + e.detail : "") + change;
 }
