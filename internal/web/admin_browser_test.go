@@ -121,8 +121,7 @@ func TestBrowserAdmin(t *testing.T) {
 	p.reload("key") // the token survives a reload: it is the tab's
 	p.expectValue("#key-successful", "1")
 	p.expectValue("#key-remaining", "2")
-	p.expectAttr("#key-chart", "data-total", "1")
-	p.expectAttr("#key-chart", "data-last", "1")
+	p.expectAttr("#key-chart", "data-total", "1") // the last 30 days: no flake at midnight
 	if n := eval[int](p, `document.querySelectorAll("#key-chart canvas").length`); n != 1 {
 		p.fatalf("key-view", "#key-chart holds %d canvases, want the chart's one", n)
 	}
@@ -236,7 +235,6 @@ func TestBrowserAdmin(t *testing.T) {
 	p.clickNav("overview")
 	p.waitView("overview")
 	p.expectValue("#ov-total", "3")
-	p.expectValue("#ov-today", "3")
 	p.expectValue("#ov-keys", "2")
 	p.expectAttr("#ov-chart", "data-total", "3")
 	p.expectAttr("#ov-chart", "data-days", "30")
