@@ -67,8 +67,8 @@ function explain(err) {
   let message = err.message;
   if (err.status === 401 && err.code === "admin_required") {
     message = "That is not the admin token: check ADMIN_TOKEN on the server and try again.";
-  } else if (err.status === 429) {
-    message = "Too many wrong admin tokens came from this address, so Felix refuses it for a while. " + err.message;
+  } else if (err.status === 429 && err.code === "too_many_attempts") {
+    message = "Too many wrong admin tokens came from this address, so Felix refuses it for a while, whatever token it sends.";
   }
   let retry = "";
   if (err.retryAfter > 0) {
