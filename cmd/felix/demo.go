@@ -86,6 +86,7 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 Felix demo is running (Ctrl+C stops it and deletes its data).
 
   Test page     %s/test
+  Dashboard     %s/admin   (log in with the admin token)
   Admin token   %s
   Demo key      %s   (%d calls)
 
@@ -94,6 +95,6 @@ Try it from a shell:
   curl -s '%s/api/apikey?apiKey=%s'
   curl -s %s/api/stats -H 'Authorization: Bearer %s'
 
-`, base, cfg.AdminToken, key, demoCalls, base, key, base, key, base, cfg.AdminToken)
+`, base, base, cfg.AdminToken, key, demoCalls, base, key, base, key, base, cfg.AdminToken)
 	return serveOn(ctx, ln, cfg, svc, log)
 }
