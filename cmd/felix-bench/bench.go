@@ -61,6 +61,10 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 	}
 	if cfg.pgURL != "" {
 		res.Settings.Systems = append(res.Settings.Systems, felixPostgres)
+		if len(cfg.instances) > 0 {
+			res.Settings.Instances, res.Settings.InstanceKeys = cfg.instances, cfg.instanceKeys
+			res.Settings.InstanceConcurrency, res.Settings.History = cfg.instanceConcurrency, cfg.history
+		}
 	}
 
 	dir, err := os.MkdirTemp("", "felix-bench-")
@@ -103,6 +107,12 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 	if !cfg.onlyFarm {
 		if err := r.phases(ctx, res, pgURL, stdout); err != nil {
 			return err
+		}
+		if cfg.pgURL != "" && len(cfg.instances) > 0 {
+			if err := r.instanceSection(ctx, res); err != nil {
+				return err
+			}
+			printInstances(stdout, res.Instances, cfg.instanceConcurrency)
 		}
 	}
 	if !cfg.skipScenarios {
@@ -152,9 +162,9 @@ func (r *runner) phases(ctx context.Context, res *results, pgURL string, stdout 
 
 	for _, s := range systems {
 		if s.felix {
-			res.Books = append(res.Books, r.checkBooks(ctx, s.name, s.base, s.keys, s.ok, keyCalls))
+			res.Books = append(res.Books, r.checkBooks(ctx, s.name, s.bases[0], s.keys, s.ok, keyCalls))
 		}
-		if m, err := readMemory(s.proc.pid()); err != nil {
+		if m, err := readMemory(s.procs[0].pid()); err != nil {
 			res.Problems = append(res.Problems, fmt.Sprintf("%s: peak RSS: %v", s.name, err))
 		} else {
 			res.Memory = append(res.Memory, processMemory{Process: s.name, PeakMiB: mib(m.hwm)})
@@ -182,7 +192,7 @@ func (r *runner) startSystems(ctx context.Context, pgURL string) ([]*system, err
 	}
 	// The bare proxy ignores keys; it gets some only to send the same
 	// requests.
-	systems := []*system{{name: bare, proc: proxy, base: base}}
+	systems := []*system{{name: bare, procs: []*child{proxy}, bases: []string{base}}}
 	for i := range r.cfg.keys {
 		systems[0].keys = append(systems[0].keys, fmt.Sprintf("bench-bare-%d", i))
 	}
@@ -195,7 +205,7 @@ func (r *runner) startSystems(ctx context.Context, pgURL string) ([]*system, err
 		if err != nil {
 			return nil, err
 		}
-		s := &system{name: f.name, proc: c, base: base, felix: true}
+		s := &system{name: f.name, procs: []*child{c}, bases: []string{base}, felix: true}
 		for i := range r.cfg.keys {
 			key, err := r.createKey(ctx, base, fmt.Sprintf("bench-%d", i), keyCalls)
 			if err != nil {
@@ -244,14 +254,20 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 		warm, measured loadResult
 		cpu            time.Duration
 		cpuUnknown     bool // reading the CPU time failed once
+		dbCPU          time.Duration
+		dbCPUUnknown   bool // the system has no database of its own, or reading its CPU time failed once
 		stopRSS        func() int64
 	}
 	tallies := make([]tally, len(systems))
 	newLoad := func(s *system, d time.Duration, record bool) load {
-		return load{client: r.client, url: s.base + "/api/generate", keys: s.keys, concurrency: concurrency, duration: d, record: record}
+		var urls []string
+		for _, base := range s.bases {
+			urls = append(urls, base+"/api/generate")
+		}
+		return load{client: r.client, urls: urls, keys: s.keys, concurrency: concurrency, duration: d, record: record}
 	}
 	for i, s := range systems {
-		tallies[i].stopRSS = samplePeakRSS(s.proc.pid(), 100*time.Millisecond)
+		tallies[i].stopRSS = samplePeakRSS(s.pids(), 100*time.Millisecond)
 		tallies[i].warm = newLoad(s, r.cfg.warmup, false).run(ctx)
 	}
 	for range r.cfg.rounds {
@@ -260,12 +276,19 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 				break
 			}
 			t := &tallies[i]
-			before, errBefore := cpuTime(s.proc.pid())
+			before, errBefore := cpuTimes(s.pids())
+			dbBefore, errDBBefore := s.db.sessionCPU(ctx)
 			res := newLoad(s, per, true).run(ctx)
-			after, errAfter := cpuTime(s.proc.pid())
+			after, errAfter := cpuTimes(s.pids())
+			dbAfter, errDBAfter := s.db.sessionCPU(ctx)
 			t.measured = t.measured.add(res)
 			t.cpu += after - before
 			t.cpuUnknown = t.cpuUnknown || errBefore != nil || errAfter != nil
+			// A session that started during the round counts from zero.
+			for pid, d := range dbAfter {
+				t.dbCPU += d - dbBefore[pid]
+			}
+			t.dbCPUUnknown = t.dbCPUUnknown || errDBBefore != nil || errDBAfter != nil
 		}
 	}
 	// Each phase starts with fresh connections, made during its warm-ups.
@@ -282,6 +305,9 @@ func (r *runner) measure(ctx context.Context, systems []*system, concurrency int
 		stats[i] = summarize(s.name, t.warm, t.measured, t.stopRSS())
 		if !t.cpuUnknown && t.measured.ok > 0 {
 			stats[i].CPUPerRequestUS = float64(t.cpu/time.Microsecond) / float64(t.measured.ok)
+		}
+		if !t.dbCPUUnknown && t.measured.ok > 0 {
+			stats[i].DBCPUPerRequestUS = float64(t.dbCPU/time.Microsecond) / float64(t.measured.ok)
 		}
 	}
 	return stats
@@ -313,6 +339,13 @@ func failed(res *results) bool {
 	for _, p := range res.Phases {
 		for _, s := range p.Systems {
 			if s.Errors > 0 {
+				return true
+			}
+		}
+	}
+	for _, g := range res.Instances {
+		for _, row := range g.Rows {
+			if row.Stats.Errors > 0 {
 				return true
 			}
 		}

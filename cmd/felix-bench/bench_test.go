@@ -34,6 +34,7 @@ func TestBenchSmoke(t *testing.T) {
 		duration: 600 * time.Millisecond, warmup: 200 * time.Millisecond, rounds: 3,
 		concurrency: []int{4}, bodySize: 512, keys: 2,
 		pgURL: os.Getenv("FELIX_TEST_DATABASE_URL"), jsonPath: jsonPath, skipScenarios: true,
+		instances: []int{1, 2}, instanceKeys: []int{2}, instanceConcurrency: 4, history: 1000,
 	}
 	res, out := runBench(t, cfg)
 	if !strings.Contains(out, "in 3 rounds") {
@@ -51,8 +52,32 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("system %d: %+v; want %s with requests, no errors and a latency", i, s, want[i])
 		}
 	}
-	if len(res.Books) != len(want)-1 {
-		t.Errorf("books %+v: want one check per Felix", res.Books)
+	// One books check per Felix system and per Felix row of the
+	// several-instances section (three with PostgreSQL).
+	wantBooks := len(want) - 1
+	if cfg.pgURL != "" {
+		wantBooks += 3
+	}
+	if len(res.Books) != wantBooks {
+		t.Errorf("%d books checks %+v: want %d, one per Felix", len(res.Books), res.Books, wantBooks)
+	}
+	if cfg.pgURL == "" {
+		return
+	}
+	// Two instances on one database, one with a history, and the bare
+	// proxies for reference, each with its books.
+	wantRows := []string{"1 instance", "2 instances", "1 instance, 1k calls analyzed", "1 bare proxy", "2 bare proxies"}
+	if len(res.Instances) != 1 || len(res.Instances[0].Rows) != len(wantRows) {
+		t.Fatalf("several-instances groups %+v: want one with the rows %v", res.Instances, wantRows)
+	}
+	for i, row := range res.Instances[0].Rows {
+		s := row.Stats
+		if s.System != wantRows[i] || s.Requests == 0 || s.Errors != 0 || row.VersusOne <= 0 {
+			t.Errorf("row %d: %+v; want %s with requests, no errors and a ratio to one process", i, row, wantRows[i])
+		}
+		if !row.Bare && (row.Deadlocks != 0 || row.CommitsPerRequest <= 0) {
+			t.Errorf("row %s: %d deadlocks, %.3f commits per request; want 0 and some", s.System, row.Deadlocks, row.CommitsPerRequest)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,7 +39,7 @@ func newLoadClient(idle int) *http.Client {
 // as the previous answer has been read, until the duration has passed.
 type load struct {
 	client      *http.Client
-	url         string
+	urls        []string // worker i sends to urls[i % len(urls)]: the load is split evenly over them
 	keys        []string // spread over the requests round-robin
 	concurrency int
 	duration    time.Duration
@@ -49,6 +50,7 @@ type load struct {
 type loadResult struct {
 	ok        int64           // 2xx answers read in full
 	failed    int64           // non-2xx answers and transport errors
+	non2xx    int64           // of failed, the answers with a non-2xx status
 	firstErr  error           // an example of the failures
 	okByKey   []int64         // ok per key, indexed like load.keys
 	latencies []time.Duration // of the ok requests when recorded, sorted
@@ -60,6 +62,7 @@ type loadResult struct {
 func (a loadResult) add(b loadResult) loadResult {
 	a.ok += b.ok
 	a.failed += b.failed
+	a.non2xx += b.non2xx
 	if a.firstErr == nil {
 		a.firstErr = b.firstErr
 	}
@@ -86,13 +89,15 @@ func (l load) run(ctx context.Context) loadResult {
 	for i := range workers {
 		w := &workers[i]
 		w.okByKey = make([]int64, len(l.keys))
-		wg.Go(func() { w.loop(ctx, l, &next, deadline) })
+		url := l.urls[i%len(l.urls)]
+		wg.Go(func() { w.loop(ctx, l, url, &next, deadline) })
 	}
 	wg.Wait()
 	res := loadResult{okByKey: make([]int64, len(l.keys)), elapsed: time.Since(start)}
 	for _, w := range workers {
 		res.ok += w.ok
 		res.failed += w.failed
+		res.non2xx += w.non2xx
 		if res.firstErr == nil {
 			res.firstErr = w.firstErr
 		}
@@ -109,24 +114,28 @@ func (l load) run(ctx context.Context) loadResult {
 // the run.
 type worker struct {
 	ok, failed int64
+	non2xx     int64 // of failed, answers with a non-2xx status
 	firstErr   error
 	okByKey    []int64
 	latencies  []time.Duration
 }
 
-// loop sends requests until the deadline, ctx ends or the count bound is
-// reached, each with the next key in the shared round-robin.
-func (w *worker) loop(ctx context.Context, l load, next *atomic.Uint64, deadline time.Time) {
+// loop sends requests to url until the deadline, ctx ends or the count
+// bound is reached, each with the next key in the shared round-robin.
+func (w *worker) loop(ctx context.Context, l load, url string, next *atomic.Uint64, deadline time.Time) {
 	for range maxRequestsPerWorker {
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			return
 		}
 		k := int(next.Add(1) % uint64(len(l.keys)))
 		start := time.Now()
-		err := post(ctx, l.client, l.url, l.keys[k])
+		err := post(ctx, l.client, url, l.keys[k])
 		took := time.Since(start)
 		if err != nil {
 			w.failed++
+			if errors.As(err, new(*statusError)) {
+				w.non2xx++
+			}
 			if w.firstErr == nil {
 				w.firstErr = err
 			}
@@ -140,8 +149,16 @@ func (w *worker) loop(ctx context.Context, l load, next *atomic.Uint64, deadline
 	}
 }
 
+// statusError is a non-2xx answer, quoting the start of its body.
+type statusError struct {
+	status string
+	body   []byte
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("status %s: %s", e.status, e.body) }
+
 // post sends one generate request with key and reads the whole answer. A
-// non-2xx answer is an error quoting the start of its body.
+// non-2xx answer is a *statusError.
 func post(ctx context.Context, client *http.Client, url, key string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(generateBody))
 	if err != nil {
@@ -157,7 +174,7 @@ func post(ctx context.Context, client *http.Client, url, key string) error {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 		io.Copy(io.Discard, resp.Body)
-		return fmt.Errorf("status %s: %s", resp.Status, bytes.TrimSpace(b))
+		return &statusError{status: resp.Status, body: bytes.TrimSpace(b)}
 	}
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return fmt.Errorf("reading the answer: %w", err)

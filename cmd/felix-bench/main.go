@@ -86,6 +86,12 @@ type config struct {
 	skipScenarios bool          // skip the streaming, in-flight and gpu farm scenarios
 	onlyFarm      bool          // run the gpu farm scenario alone
 	farm          farmConfig    // the gpu farm scenario's shape
+
+	// The several-instances section (with pgURL only).
+	instances           []int // numbers of felix processes sharing a database, one row each; empty skips the section
+	instanceKeys        []int // numbers of keys, one group of rows each
+	instanceConcurrency int   // closed-loop workers in total, split evenly over a row's processes
+	history             int64 // settled calls in the history row's database; 0 skips the row
 }
 
 const usageText = `Usage: go run ./cmd/felix-bench [flags]
@@ -97,6 +103,13 @@ felix, then starts each system as its own process:
   bare            httputil.ReverseProxy to the target, no accounting: the baseline
   felix-sqlite    felix serve on a fresh SQLite file
   felix-postgres  felix serve on a fresh schema of --pg (dropped afterwards)
+
+With --pg it then measures several felix serve processes sharing one
+database (--instances), for each number of keys (--instance-keys), the
+load split evenly over the processes, every row on a database of its own
+created on the --pg server (dropped afterwards), with PostgreSQL's count of
+deadlocks in it; and one instance on a database holding --history settled
+calls since the last VACUUM, analyzed.
 
 For each concurrency, N workers each send POST /api/generate as soon as
 their previous answer was read: a warm-up per system, then the measured
@@ -138,6 +151,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.jsonPath, "json", "bench-results.json", "file the results are written to as JSON")
 	fs.BoolVar(&cfg.skipScenarios, "skip-scenarios", false, "skip the streaming, 5,000-in-flight and gpu farm scenarios")
 	fs.BoolVar(&cfg.onlyFarm, "only-farm", false, "run only the gpu farm scenario (about a minute)")
+	instances := fs.String("instances", "1,2,3", "with --pg: comma-separated numbers of felix processes sharing one database, one row each (empty skips them)")
+	instanceKeys := fs.String("instance-keys", "1,8,1000", "with --pg: comma-separated numbers of keys, one group of --instances rows each")
+	fs.IntVar(&cfg.instanceConcurrency, "instance-concurrency", 64, "with --pg: closed-loop workers in total for the --instances rows, split evenly over the processes")
+	fs.Int64Var(&cfg.history, "history", 1_000_000, "with --pg: settled calls (then ANALYZE) in the database of one more row, with --keys keys; 0 skips it")
 	quick := fs.Bool("quick", false, "smoke run: 1s warm-up and 1s measured per phase (overrides --duration and --warmup)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -156,6 +173,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.concurrency, err = parseConcurrency(*conc); err != nil {
 		return cfg, usageError(fs, "--concurrency: %v", err)
 	}
+	if *instances != "" {
+		if cfg.instances, err = parseCounts(*instances, 8); err != nil {
+			return cfg, usageError(fs, "--instances: %v", err)
+		}
+	}
+	if cfg.instanceKeys, err = parseCounts(*instanceKeys, 1000); err != nil {
+		return cfg, usageError(fs, "--instance-keys: %v", err)
+	}
 	switch {
 	case cfg.duration <= 0:
 		return cfg, usageError(fs, "--duration must be positive, e.g. 10s")
@@ -167,6 +192,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, usageError(fs, "--body-size must be from 0 to 67108864 bytes")
 	case cfg.keys < 1 || cfg.keys > 1000:
 		return cfg, usageError(fs, "--keys must be from 1 to 1000")
+	case cfg.instanceConcurrency < 1 || cfg.instanceConcurrency > maxConcurrency:
+		return cfg, usageError(fs, "--instance-concurrency must be from 1 to %d", maxConcurrency)
+	case cfg.history < 0 || cfg.history > 100_000_000:
+		return cfg, usageError(fs, "--history must be from 0 to 100000000 calls")
 	}
 	return cfg, nil
 }
@@ -176,11 +205,20 @@ const maxConcurrency = 4096
 
 // parseConcurrency parses a comma-separated list of worker counts.
 func parseConcurrency(s string) ([]int, error) {
+	out, err := parseCounts(s, maxConcurrency)
+	if err != nil {
+		return nil, fmt.Errorf("%v; use e.g. 16,64,256", err)
+	}
+	return out, nil
+}
+
+// parseCounts parses a comma-separated list of numbers from 1 to most.
+func parseCounts(s string, most int) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 || n > maxConcurrency {
-			return nil, fmt.Errorf("%q is not a number of workers from 1 to %d; use e.g. 16,64,256", f, maxConcurrency)
+		if err != nil || n < 1 || n > most {
+			return nil, fmt.Errorf("%q is not a number from 1 to %d", f, most)
 		}
 		out = append(out, n)
 	}

@@ -236,18 +236,36 @@ func parseCPUTime(stat string) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
-// samplePeakRSS samples pid's VmRSS every interval until the returned
-// function is called, which returns the largest sample in bytes.
-func samplePeakRSS(pid int, every time.Duration) (stop func() int64) {
+// cpuTimes sums the CPU times of several processes.
+func cpuTimes(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		d, err := cpuTime(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+// samplePeakRSS samples the sum of the processes' VmRSS every interval
+// until the returned function is called, which returns the largest sample
+// in bytes.
+func samplePeakRSS(pids []int, every time.Duration) (stop func() int64) {
 	done, peak := make(chan struct{}), make(chan int64, 1)
 	go func() {
 		var highest int64
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			if m, err := readMemory(pid); err == nil {
-				highest = max(highest, m.rss)
+			var sum int64
+			for _, pid := range pids {
+				if m, err := readMemory(pid); err == nil {
+					sum += m.rss
+				}
 			}
+			highest = max(highest, sum)
 			select {
 			case <-done:
 				peak <- highest

@@ -18,6 +18,7 @@ type results struct {
 	Machine   machine          `json:"machine"`
 	Settings  settings         `json:"settings"`
 	Phases    []phase          `json:"phases"`
+	Instances []instanceGroup  `json:"instances,omitempty"`
 	Books     []booksCheck     `json:"books"`
 	Memory    []processMemory  `json:"memory"`
 	Streaming *streamingResult `json:"streaming,omitempty"`
@@ -48,6 +49,11 @@ type settings struct {
 	Keys            int      `json:"keys"`
 	Systems         []string `json:"systems"`
 	FelixLogLevel   string   `json:"felixLogLevel"`
+
+	Instances           []int `json:"instances,omitempty"`
+	InstanceKeys        []int `json:"instanceKeys,omitempty"`
+	InstanceConcurrency int   `json:"instanceConcurrency,omitempty"`
+	History             int64 `json:"history,omitempty"`
 }
 
 // phase is one concurrency: every system's figures and Felix's cost.
@@ -63,6 +69,7 @@ type systemStats struct {
 	System         string  `json:"system"`
 	Requests       int64   `json:"requests"` // 2xx answers in the measured run
 	Errors         int64   `json:"errors"`   // warm-up included
+	Non2xx         int64   `json:"non2xx"`   // of Errors, the answers with a non-2xx status
 	FirstError     string  `json:"firstError,omitempty"`
 	ElapsedSeconds float64 `json:"elapsedSeconds"`
 	RPS            float64 `json:"rps"`
@@ -75,6 +82,9 @@ type systemStats struct {
 	// process used per 2xx answer in the measured run, in microseconds;
 	// unlike requests/s it hardly depends on what else the machine runs.
 	CPUPerRequestUS float64 `json:"cpuPerRequestUs"`
+	// DBCPUPerRequestUS is the same for the PostgreSQL sessions of the
+	// system's own database; 0 when it has none or it is unknown.
+	DBCPUPerRequestUS float64 `json:"dbCpuPerRequestUs,omitempty"`
 }
 
 // summarize turns a measured run into a system's figures.
@@ -83,6 +93,7 @@ func summarize(name string, warm, measured loadResult, peakRSS int64) systemStat
 		System:         name,
 		Requests:       measured.ok,
 		Errors:         warm.failed + measured.failed,
+		Non2xx:         warm.non2xx + measured.non2xx,
 		ElapsedSeconds: measured.elapsed.Seconds(),
 		P50MS:          ms(percentile(measured.latencies, 500)),
 		P99MS:          ms(percentile(measured.latencies, 990)),
@@ -224,7 +235,7 @@ func targetsFor(res *results) []targetCheck {
 		ratioTarget(res, felixPostgres, 64, 0.35),
 		stream,
 		inFlight,
-	}, farmTargets(res.Farm)...)
+	}, append(farmTargets(res.Farm), instanceTargets(res.Instances)...)...)
 }
 
 // farmTargets are the gpu farm's goals: the GPUs kept busy while calls

@@ -96,7 +96,7 @@ func (r *runner) streaming(ctx context.Context) (*streamingResult, booksCheck, e
 	if err != nil {
 		return nil, booksCheck{}, err
 	}
-	stop := samplePeakRSS(felix.pid(), 20*time.Millisecond)
+	stop := samplePeakRSS([]int{felix.pid()}, 20*time.Millisecond)
 	start := time.Now()
 	status, n, err := readStream(ctx, r.client, base+"/api/generate", key)
 	took := time.Since(start)

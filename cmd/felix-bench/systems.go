@@ -20,11 +20,30 @@ import (
 // system is one proxy under load: the bare baseline or a Felix process.
 type system struct {
 	name  string
-	proc  *child
-	base  string   // e.g. http://127.0.0.1:40123
-	felix bool     // it keeps books that can be checked
-	keys  []string // the API keys requests are spread over
-	ok    []int64  // 200s seen per key, warm-ups included
+	procs []*child  // one, or several Felix instances sharing a database
+	bases []string  // each process's, e.g. http://127.0.0.1:40123
+	felix bool      // it keeps books that can be checked
+	db    *database // the PostgreSQL database of its own, or nil
+	keys  []string  // the API keys requests are spread over
+	ok    []int64   // 200s seen per key, warm-ups included
+}
+
+// answered returns how many requests the system answered 2xx so far.
+func (s *system) answered() int64 {
+	var n int64
+	for _, ok := range s.ok {
+		n += ok
+	}
+	return n
+}
+
+// pids returns the system's process IDs.
+func (s *system) pids() []int {
+	pids := make([]int, len(s.procs))
+	for i, c := range s.procs {
+		pids[i] = c.pid()
+	}
+	return pids
 }
 
 // felixLogLevel is Felix's LOG_LEVEL: at info it logs one line per
