@@ -105,10 +105,15 @@ func (p *Postgres) Release(ctx context.Context, o quota.Outcome) error {
 // skipping rows another instance is resolving right now. It runs after
 // pgLockKeysOf has locked their keys: keys are always locked before calls,
 // in id order, as the group commit does.
+//
+// The sweeps select open calls by finished_at IS NULL, the predicate of
+// the index calls_unfinished; settle and release say state = 'open',
+// which the planner cannot match to that index, so that they always use
+// the primary key (migration 00002).
 const pgReleaseWhere = `
 	WITH c AS (
 		UPDATE calls SET state = 'released', finished_at = $1
-		WHERE id IN (SELECT id FROM calls WHERE state = 'open' AND %s ORDER BY id FOR UPDATE SKIP LOCKED)
+		WHERE id IN (SELECT id FROM calls WHERE finished_at IS NULL AND %s ORDER BY id FOR UPDATE SKIP LOCKED)
 		RETURNING key_id, cost),
 	s AS (SELECT key_id, sum(cost) AS cost, count(*) AS n FROM c GROUP BY key_id),
 	k AS (
@@ -121,7 +126,7 @@ const pgReleaseWhere = `
 // on calls selects.
 const pgLockKeysOf = `
 	SELECT 1 FROM api_key_stats
-	WHERE id IN (SELECT key_id FROM calls WHERE state = 'open' AND %s)
+	WHERE id IN (SELECT key_id FROM calls WHERE finished_at IS NULL AND %s)
 	ORDER BY id FOR UPDATE`
 
 // releaseWhere releases the open calls cond selects, in one transaction
@@ -134,14 +139,20 @@ func (p *Postgres) releaseWhere(ctx context.Context, op, cond string, args ...an
 	return n, wrap(op, p.pool.SendBatch(ctx, b).Close())
 }
 
+// The conditions of the two sweeps: $1 is now, $2 the owner.
+const (
+	pgExpired = `deadline < $1`
+	pgOwned   = `owner = $2 AND started_at < $1`
+)
+
 // ReleaseExpired releases open calls past their deadline.
 func (p *Postgres) ReleaseExpired(ctx context.Context, now time.Time) (int, error) {
-	return p.releaseWhere(ctx, "release expired", `deadline < $1`, now)
+	return p.releaseWhere(ctx, "release expired", pgExpired, now)
 }
 
 // ReleaseOwner releases open calls of owner started before now.
 func (p *Postgres) ReleaseOwner(ctx context.Context, owner string, now time.Time) (int, error) {
-	return p.releaseWhere(ctx, "release owner", `owner = $2 AND started_at < $1`, now, owner)
+	return p.releaseWhere(ctx, "release owner", pgOwned, now, owner)
 }
 
 // SiteStats returns the total of all days and the days from since on,
