@@ -50,6 +50,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer st.Close()
+	warnAutovacuum(ctx, st, log)
 	if cfg.InstanceID == "" {
 		host, _ := os.Hostname()
 		cfg.InstanceID = host + ":" + portOf(ln.Addr())
@@ -75,6 +76,17 @@ func openStore(ctx context.Context, databaseURL string, migrate bool, o store.Op
 		return nil, err
 	}
 	return store.Open(ctx, databaseURL, o)
+}
+
+// warnAutovacuum logs store.AutovacuumWarning when autovacuum is off for
+// the store's tables, naming the settings or tables that turn it off.
+func warnAutovacuum(ctx context.Context, st store.Store, log *slog.Logger) {
+	off, err := store.AutovacuumOff(ctx, st)
+	if err != nil {
+		log.Warn("could not check whether autovacuum runs on felix's tables", "err", err)
+	} else if len(off) > 0 {
+		log.Warn(store.AutovacuumWarning, "off", off)
+	}
 }
 
 // loadConfig reads the configuration, prefixing its errors helpfully.

@@ -334,3 +334,33 @@ func (o *outcomes) collect(results []callResult) func(pgx.Rows) error {
 		return nil
 	}
 }
+
+// AutovacuumWarning is what felix serve logs at start when AutovacuumOff
+// names anything.
+const AutovacuumWarning = "autovacuum is off for felix's tables: every settled call leaves a dead row version that only VACUUM removes, and the orphan sweep slows down as they pile up; turn autovacuum on (see docs/production.md)"
+
+// AutovacuumOff tells what keeps autovacuum away from Felix's tables on
+// the PostgreSQL server s is connected to: the settings autovacuum or
+// track_counts when they are off, and each table of Felix's schema whose
+// autovacuum_enabled is false. Without autovacuum the dead row versions
+// every settle leaves behind are never removed. It returns nothing for
+// SQLite.
+func AutovacuumOff(ctx context.Context, s Store) ([]string, error) {
+	p, ok := s.(*Postgres)
+	if !ok {
+		return nil, nil
+	}
+	rows, err := p.pool.Query(ctx, `
+		SELECT name FROM pg_settings WHERE name IN ('autovacuum', 'track_counts') AND setting = 'off'
+		UNION ALL
+		(SELECT c.relname::text FROM pg_class c
+		WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace
+		  AND EXISTS (SELECT FROM unnest(c.reloptions) o
+		              WHERE split_part(o, '=', 1) = 'autovacuum_enabled' AND NOT split_part(o, '=', 2)::bool)
+		ORDER BY 1)`)
+	if err != nil {
+		return nil, wrap("autovacuum settings", err)
+	}
+	off, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return off, wrap("autovacuum settings", err)
+}
