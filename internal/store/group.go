@@ -45,6 +45,13 @@ type group[W, R any] struct {
 	// granted: retrying alone would only wait again) every write of the
 	// group fails.
 	rolledBack func(error) bool
+	// turn, when set, is called before a group's writes are chosen and
+	// waits until this group may commit: several processes writing to one
+	// database take turns, and the writes that arrive while a process
+	// waits for its turn join its next group instead of making one more.
+	// It returns end, which gives the turn up without committing; commit
+	// gives it up itself.
+	turn func(ctx context.Context) (end func(), err error)
 }
 
 type groupOp[W, R any] struct {
@@ -60,9 +67,15 @@ type groupDone[R any] struct {
 }
 
 func newGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool) *group[W, R] {
+	return newTurnGroup(commit, rolledBack, nil)
+}
+
+// newTurnGroup is newGroup with a turn to take before each group (see
+// group.turn).
+func newTurnGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool, turn func(context.Context) (func(), error)) *group[W, R] {
 	g := &group[W, R]{
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{}),
-		commit: commit, rolledBack: rolledBack,
+		commit: commit, rolledBack: rolledBack, turn: turn,
 	}
 	go g.loop()
 	return g
@@ -131,21 +144,66 @@ func (g *group[W, R]) queued() int {
 	return len(g.queue)
 }
 
-// commitNow runs ops as one transaction, bounded by commitTimeout and by
-// the earliest deadline among them.
-func (g *group[W, R]) commitNow(ops []*groupOp[W, R]) ([]R, error) {
+// groupDeadline is when a group of ops must end: after commitTimeout, or
+// at the earliest deadline among them.
+func groupDeadline[W, R any](ops []*groupOp[W, R]) time.Time {
 	deadline := time.Now().Add(commitTimeout)
-	writes := make([]W, len(ops))
-	for i, op := range ops {
-		writes[i] = op.w
+	for _, op := range ops {
 		if !op.deadline.IsZero() && op.deadline.Before(deadline) {
 			deadline = op.deadline
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	return deadline
+}
+
+// commitNow runs ops as one transaction, bounded by commitTimeout and by
+// the earliest deadline among them.
+func (g *group[W, R]) commitNow(ops []*groupOp[W, R]) ([]R, error) {
+	writes := make([]W, len(ops))
+	for i, op := range ops {
+		writes[i] = op.w
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), groupDeadline(ops))
 	defer cancel()
 	results := make([]R, len(ops))
 	return results, g.commit(ctx, writes, results)
+}
+
+// waitTurn takes the group's turn, if it has one, by deadline; end gives
+// it up without committing.
+func (g *group[W, R]) waitTurn(deadline time.Time) (end func(), err error) {
+	if g.turn == nil {
+		return func() {}, nil
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	return g.turn(ctx)
+}
+
+// run commits one group: it takes its turn, then the writes queued by
+// then (up to maxGroup, in batch's memory), or ops alone when given, and
+// commits them. committed is false when no commit was tried: the turn
+// failed (err), or no write was left.
+func (g *group[W, R]) run(batch, ops []*groupOp[W, R]) (taken []*groupOp[W, R], results []R, committed bool, err error) {
+	deadline := groupDeadline(ops)
+	if ops == nil {
+		g.mu.Lock()
+		deadline = groupDeadline(g.queue)
+		g.mu.Unlock()
+	}
+	end, err := g.waitTurn(deadline)
+	if taken = ops; ops == nil {
+		taken = g.take(batch)
+	}
+	switch {
+	case err != nil:
+		return taken, nil, false, err
+	case len(taken) == 0:
+		end()
+		return taken, nil, false, nil
+	}
+	results, err = g.commitNow(taken)
+	return taken, results, true, err
 }
 
 func (g *group[W, R]) loop() {
@@ -164,14 +222,21 @@ func (g *group[W, R]) loop() {
 			g.mu.Unlock()
 			return
 		}
-		if batch = g.take(batch); len(batch) == 0 {
+		if g.queued() == 0 {
+			continue // every queued write left
+		}
+		var (
+			results   []R
+			err       error
+			committed bool
+		)
+		if batch, results, committed, err = g.run(batch, nil); len(batch) == 0 {
 			continue // every queued write left before its group
 		}
-		results, err := g.commitNow(batch)
-		if err != nil && len(batch) > 1 && g.rolledBack(err) {
+		if err != nil && committed && len(batch) > 1 && g.rolledBack(err) {
 			// One failing write must not fail the others.
 			for _, op := range batch {
-				results, err := g.commitNow([]*groupOp[W, R]{op})
+				_, results, _, err := g.run(nil, []*groupOp[W, R]{op})
 				op.done <- outcome(results, 0, err)
 			}
 			continue

@@ -16,12 +16,16 @@ import (
 // Postgres is the PostgreSQL store: a pgx pool, one statement per
 // counter change (data-modifying CTEs keep each change atomic). The writes
 // of calls are group-committed: statements queued by concurrent calls are
-// sent as one pipelined batch, which PostgreSQL runs as one transaction:
-// one round trip and one WAL flush for all of them.
+// sent as one pipelined batch in one transaction: one WAL flush for all of
+// them. The groups of all the Felix processes on a database take turns
+// (see turn).
 type Postgres struct {
 	pool   *pgxpool.Pool
 	writes *group[callWrite, callResult]
 	probes probeShare // Writable's (health.go)
+	// turnConn is the connection of the group commit's turn, in a
+	// transaction holding pgTurnLock. Used by the group's goroutine only.
+	turnConn *pgxpool.Conn
 }
 
 func pgxConfig(dsn string) (*pgxpool.Config, error) {
@@ -52,13 +56,13 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Postgres, error)
 		return nil, fmt.Errorf("store: postgres: %w", readOnly(err))
 	}
 	p := &Postgres{pool: pool}
-	p.writes = newGroup(p.commitGroup, rolledBack)
+	p.writes = newTurnGroup(p.commitGroup, rolledBack, p.turn)
 	return p, nil
 }
 
 // rolledBack reports whether the server refused the batch (a statement
-// failed, a deadlock was broken): then its implicit transaction was rolled
-// back. A lost connection leaves the commit unknown.
+// or the commit failed): then its transaction was rolled back (endTurn
+// makes sure). A lost connection leaves the commit unknown.
 func rolledBack(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr)
@@ -169,8 +173,10 @@ func (p *Postgres) SiteStats(ctx context.Context, since string) (quota.SiteStats
 // The statements of a group commit on PostgreSQL.
 const (
 	// pgLockKeys locks every key a group touches, in id order, before the
-	// group writes anything: groups of several instances then never hold
-	// keys in opposite orders, so they queue instead of deadlocking.
+	// group writes anything, as the sweeps do (pgLockKeysOf): a group and
+	// any other transaction that locks several keys never hold keys in
+	// opposite orders, so they queue instead of deadlocking. (The groups of
+	// several instances do not even meet: they take turns.)
 	pgLockKeys = `SELECT 1 FROM api_key_stats WHERE key_hash = ANY($1) OR id = ANY($2) ORDER BY id FOR UPDATE`
 	// pgAdmit is the conditional update of the key that admits a call:
 	// $1 key hash, $2 batch size, $5 start, $7 start in Unix µs.
@@ -239,12 +245,64 @@ const (
 		SELECT id FROM c`
 )
 
-// commitGroup sends a group of writes as one pipelined batch, which
-// PostgreSQL runs as one implicit transaction that commits when the
-// batch's results are read: one round trip and one WAL flush for all. It
-// locks the group's keys first (pgLockKeys), then runs each reserve, then
-// all settles in one statement and all releases in another.
-func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results []callResult) error {
+// pgTurnLock is the transaction-level advisory lock (with the oid of
+// Felix's calls table, so that Felix schemas in one database do not share
+// it) that the group commits of every Felix process on a database take
+// turns on.
+const pgTurnLock = 0x46656c78 // "Felx"
+
+// turn waits until no other process's group commit holds the turn, and
+// takes it for the next group: a connection in a transaction holding
+// pgTurnLock, which commitGroup commits. Writes keep queuing while a
+// process waits, so that its next group takes all of them: several
+// instances then make hardly more commits than one, where each sending its
+// group at once and waiting for the other's key rows made one commit per
+// instance for the same calls. The groups also no longer queue on each
+// other's key rows. A process that stalls while holding the turn loses it
+// after a second (idle_in_transaction_session_timeout), so that it cannot
+// hold up the others longer than that.
+func (p *Postgres) turn(ctx context.Context) (end func(), err error) {
+	c, err := p.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL idle_in_transaction_session_timeout = 1000")
+	b.Queue("SELECT pg_advisory_xact_lock($1, 'calls'::regclass::oid::int)", int32(pgTurnLock))
+	if err := c.SendBatch(ctx, b).Close(); err != nil {
+		c.Release() // in a transaction still: the pool closes it
+		return nil, err
+	}
+	p.turnConn = c
+	return func() { p.endTurn(errNoWrite) }, nil
+}
+
+// errNoWrite ends a turn that had no write to commit.
+var errNoWrite = errors.New("no write left to commit")
+
+// endTurn gives the turn up; after a failed commit (err) it rolls back.
+func (p *Postgres) endTurn(err error) {
+	c := p.turnConn
+	p.turnConn = nil
+	if err != nil && c.Conn().PgConn().TxStatus() != 'I' {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.Exec(ctx, "ROLLBACK")
+		cancel()
+	}
+	c.Release() // still in a transaction if the rollback failed: the pool closes it
+}
+
+// commitGroup runs a group of writes in the transaction of its turn, as
+// one pipelined batch that ends with COMMIT: one round trip and one WAL
+// flush for all. It locks the group's keys first (pgLockKeys), then runs
+// each reserve, then all settles in one statement and all releases in
+// another.
+func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results []callResult) (err error) {
+	if p.turnConn == nil {
+		return errors.New("store: postgres group: no turn taken")
+	}
+	defer func() { p.endTurn(err) }()
 	var (
 		hashes   []string
 		keyIDs   []int64
@@ -290,7 +348,8 @@ func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results 
 	if len(releases.idx) > 0 {
 		b.Queue(pgRelease, releases.ids, releases.statuses, releases.ats, releases.targets).Query(releases.collect(results))
 	}
-	return p.pool.SendBatch(ctx, b).Close()
+	b.Queue("COMMIT")
+	return p.turnConn.SendBatch(ctx, b).Close()
 }
 
 // outcomes are a group's settles (or releases) as the columns the
