@@ -114,7 +114,8 @@ func sqlitePath(path string) (Kind, string, error) {
 
 // Options tune a store. Zero values get defaults.
 type Options struct {
-	// MaxConns bounds the PostgreSQL pool (default: pgx's, 4 per core).
+	// MaxConns bounds the PostgreSQL pool (default: pool_max_conns in
+	// DATABASE_URL, else pgx's: the greater of 4 and the number of CPUs).
 	MaxConns int32
 }
 
