@@ -113,7 +113,7 @@ func (p *Postgres) Release(ctx context.Context, o quota.Outcome) error {
 // The sweeps select open calls by finished_at IS NULL, the predicate of
 // the index calls_unfinished; settle and release say state = 'open',
 // which the planner cannot match to that index, so that they always use
-// the primary key (migration 00002).
+// the primary key (migration 00005).
 const pgReleaseWhere = `
 	WITH c AS (
 		UPDATE calls SET state = 'released', finished_at = $1

@@ -1,5 +1,5 @@
 -- +goose Up
--- PostgreSQL's 00002 replaces its open calls' index, whose dead entries
+-- PostgreSQL's 00005 replaces its open calls' index, whose dead entries
 -- (left by every settle until VACUUM) could draw the planner away from the
 -- primary key, and tunes autovacuum for calls. SQLite removes an index
 -- entry as soon as its row changes, so calls_open (WHERE state = 'open')
