@@ -20,6 +20,7 @@ import (
 const (
 	bare          = "bare"
 	felixSQLite   = "felix-sqlite"
+	felixPolicies = "felix-sqlite-policies" // felix-sqlite with a rate limit and cost per image on every key
 	felixPostgres = "felix-postgres"
 )
 
@@ -56,7 +57,7 @@ func bench(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error
 		Settings: settings{
 			DurationSeconds: cfg.duration.Seconds(), WarmupSeconds: cfg.warmup.Seconds(), Rounds: cfg.rounds,
 			Concurrency: cfg.concurrency, BodySize: cfg.bodySize, Keys: cfg.keys,
-			Systems: []string{bare, felixSQLite}, FelixLogLevel: felixLogLevel,
+			Systems: []string{bare, felixSQLite, felixPolicies}, FelixLogLevel: felixLogLevel,
 		},
 	}
 	if cfg.pgURL != "" {
@@ -196,7 +197,10 @@ func (r *runner) startSystems(ctx context.Context, pgURL string) ([]*system, err
 	for i := range r.cfg.keys {
 		systems[0].keys = append(systems[0].keys, fmt.Sprintf("bench-bare-%d", i))
 	}
-	felixes := []felixProcess{{name: felixSQLite, instanceID: "bench-sqlite", databaseURL: "sqlite:" + filepath.Join(r.dir, "felix.db"), target: target}}
+	felixes := []felixProcess{
+		{name: felixSQLite, instanceID: "bench-sqlite", databaseURL: "sqlite:" + filepath.Join(r.dir, "felix.db"), target: target},
+		{name: felixPolicies, instanceID: "bench-policies", databaseURL: "sqlite:" + filepath.Join(r.dir, "policies.db"), target: target, policies: true},
+	}
 	if pgURL != "" {
 		felixes = append(felixes, felixProcess{name: felixPostgres, instanceID: "bench-postgres", databaseURL: pgURL, target: target})
 	}
@@ -206,8 +210,12 @@ func (r *runner) startSystems(ctx context.Context, pgURL string) ([]*system, err
 			return nil, err
 		}
 		s := &system{name: f.name, procs: []*child{c}, bases: []string{base}, felix: true}
+		create := r.createKey
+		if f.policies {
+			create = r.createPolicyKey
+		}
 		for i := range r.cfg.keys {
-			key, err := r.createKey(ctx, base, fmt.Sprintf("bench-%d", i), keyCalls)
+			key, err := create(ctx, base, fmt.Sprintf("bench-%d", i), keyCalls)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", f.name, err)
 			}

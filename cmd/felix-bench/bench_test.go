@@ -40,7 +40,7 @@ func TestBenchSmoke(t *testing.T) {
 	if !strings.Contains(out, "in 3 rounds") {
 		t.Errorf("report lacks the rounds:\n%s", out)
 	}
-	want := []string{bare, felixSQLite}
+	want := []string{bare, felixSQLite, felixPolicies}
 	if cfg.pgURL != "" {
 		want = append(want, felixPostgres)
 	}

@@ -231,6 +231,7 @@ func targetsFor(res *results) []targetCheck {
 	}
 	return append([]targetCheck{
 		ratioTarget(res, felixSQLite, 64, 0.60),
+		ratioTarget(res, felixPolicies, 64, 0.60),
 		addedP99Target(res, felixSQLite, 16, 2),
 		ratioTarget(res, felixPostgres, 64, 0.35),
 		stream,

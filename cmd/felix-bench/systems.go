@@ -57,6 +57,7 @@ type felixProcess struct {
 	databaseURL string
 	target      string   // TARGET_API_DOMAIN
 	env         []string // more settings, NAME=value
+	policies    bool     // its keys have benchPolicies
 }
 
 // startFelix starts felix serve on a free loopback port, registers it and
@@ -128,8 +129,31 @@ func waitReady(ctx context.Context, c *child, url string) error {
 // createKey creates an API key with calls remaining through Felix's admin
 // API and returns the full key.
 func (r *runner) createKey(ctx context.Context, base, name string, calls int64) (string, error) {
-	body, _ := json.Marshal(map[string]any{"initialRemainingCalls": calls, "name": name})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/apikey", bytes.NewReader(body))
+	return r.createKeyWith(ctx, base, "/api/apikey", map[string]any{"initialRemainingCalls": calls, "name": name})
+}
+
+// benchPolicies are the policies of the keys of felix-sqlite-policies:
+// every one the reserving write evaluates, none that ever refuses a call
+// of the benchmark (a rate limit far above any load, a cost of 1 per
+// image with the benchmark's one image per call).
+var benchPolicies = map[string]any{
+	"rateLimit":    map[string]any{"requests": 1_000_000_000, "per": "second"},
+	"costPerImage": true,
+}
+
+// createPolicyKey creates a key with calls remaining and benchPolicies.
+func (r *runner) createPolicyKey(ctx context.Context, base, name string, calls int64) (string, error) {
+	fields := map[string]any{"remainingCalls": calls, "name": name}
+	for k, v := range benchPolicies {
+		fields[k] = v
+	}
+	return r.createKeyWith(ctx, base, "/api/keys", fields)
+}
+
+// createKeyWith creates a key by POSTing fields to path.
+func (r *runner) createKeyWith(ctx context.Context, base, path string, fields map[string]any) (string, error) {
+	body, _ := json.Marshal(fields)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
 	if err != nil {
 		return "", err
 	}
