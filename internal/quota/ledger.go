@@ -52,6 +52,7 @@ func (s *Service) Reserve(ctx context.Context, c CallRequest) (*Reservation, err
 		}
 		if a.Admitted() {
 			r := &Reservation{ID: a.CallID, KeyID: a.KeyID, Cost: a.Cost, deadline: req.Deadline, s: s}
+			s.obs.CallOpened()
 			if ctx.Err() != nil {
 				// The caller left while the write committed.
 				r.Release(ctx, 0)
@@ -76,7 +77,13 @@ func (s *Service) Reserve(ctx context.Context, c CallRequest) (*Reservation, err
 // left: nobody is waiting for the answer). If Settle fails, the call stays
 // open until recovery releases it, so the caller must not deliver the
 // answer. ErrCallReleased means recovery released it already.
-func (r *Reservation) Settle(ctx context.Context, status int) error {
+func (r *Reservation) Settle(ctx context.Context, status int) (err error) {
+	defer func() {
+		r.s.obs.CallClosed()
+		if err != nil {
+			r.s.obs.SettleFailed()
+		}
+	}()
 	o := r.outcome(status)
 	wait := settleBackoff
 	for attempt := 1; ; attempt++ {
@@ -114,6 +121,10 @@ const (
 func (r *Reservation) Release(ctx context.Context, status int) error {
 	o := r.outcome(status)
 	err := r.s.withTimeout(context.WithoutCancel(ctx), func(ctx context.Context) error { return r.s.ledger.Release(ctx, o) })
+	r.s.obs.CallClosed()
+	if err != nil {
+		r.s.obs.ReleaseFailed()
+	}
 	return unavailableOrNil(err)
 }
 
@@ -134,6 +145,7 @@ func (r *Reservation) outcome(status int) Outcome {
 // which is gone. Call it once at start, before serving.
 func (s *Service) ReleaseOwned(ctx context.Context) (int, error) {
 	n, err := s.ledger.ReleaseOwner(ctx, s.owner, s.nowUTC())
+	s.obs.Recovered(n)
 	return n, unavailableOrNil(err)
 }
 
@@ -141,6 +153,7 @@ func (s *Service) ReleaseOwned(ctx context.Context) (int, error) {
 // owned it.
 func (s *Service) ReleaseExpired(ctx context.Context) (int, error) {
 	n, err := s.ledger.ReleaseExpired(ctx, s.nowUTC())
+	s.obs.Recovered(n)
 	return n, unavailableOrNil(err)
 }
 

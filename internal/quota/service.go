@@ -32,7 +32,28 @@ type Options struct {
 	IdempotencyMaxBytes int64
 	Now                 func() time.Time
 	Logger              *slog.Logger
+	// Observer is told what the ledger does, for metrics; nil tells nobody.
+	Observer Observer
 }
+
+// Observer is told what the ledger does: calls opened and closed, charges
+// and releases that failed, calls recovery released. Its methods are
+// called on the request path, so they must be cheap, and concurrently.
+type Observer interface {
+	CallOpened()     // a call was reserved
+	CallClosed()     // a reserved call was settled or released, or that failed
+	SettleFailed()   // a 2xx could not be charged: the answer is withheld
+	ReleaseFailed()  // a release failed: the call stays open until recovery
+	Recovered(n int) // recovery released n open calls
+}
+
+type nopObserver struct{}
+
+func (nopObserver) CallOpened()    {}
+func (nopObserver) CallClosed()    {}
+func (nopObserver) SettleFailed()  {}
+func (nopObserver) ReleaseFailed() {}
+func (nopObserver) Recovered(int)  {}
 
 // Service applies the accounting rules on top of a store's roles.
 type Service struct {
@@ -47,6 +68,7 @@ type Service struct {
 	idemMaxBytes int64
 	now          func() time.Time
 	log          *slog.Logger
+	obs          Observer
 }
 
 // NewService returns a Service. Zero options get defaults.
@@ -55,12 +77,16 @@ func NewService(o Options) *Service {
 		ledger: o.Ledger, keys: o.Keys, usage: o.Usage,
 		storeTimeout: o.StoreTimeout, owner: o.Owner, hold: o.Hold, loc: o.Location, now: o.Now, log: o.Logger,
 		idemTTL: o.IdempotencyTTL, idemMaxBytes: o.IdempotencyMaxBytes,
+		obs: o.Observer,
 	}
 	if s.idemTTL <= 0 {
 		s.idemTTL = DefaultIdempotencyTTL
 	}
 	if s.idemMaxBytes <= 0 {
 		s.idemMaxBytes = DefaultIdempotencyMaxBytes
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
 	}
 	if s.storeTimeout <= 0 {
 		s.storeTimeout = 3 * time.Second

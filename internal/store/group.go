@@ -51,7 +51,8 @@ type group[W, R any] struct {
 	// waits for its turn join its next group instead of making one more.
 	// It returns end, which gives the turn up without committing; commit
 	// gives it up itself.
-	turn func(ctx context.Context) (end func(), err error)
+	turn     func(ctx context.Context) (end func(), err error)
+	observer Observer // told of every commit; nil: nobody
 }
 
 type groupOp[W, R any] struct {
@@ -66,16 +67,16 @@ type groupDone[R any] struct {
 	err error
 }
 
-func newGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool) *group[W, R] {
-	return newTurnGroup(commit, rolledBack, nil)
+func newGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool, observer Observer) *group[W, R] {
+	return newTurnGroup(commit, rolledBack, nil, observer)
 }
 
 // newTurnGroup is newGroup with a turn to take before each group (see
 // group.turn).
-func newTurnGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool, turn func(context.Context) (func(), error)) *group[W, R] {
+func newTurnGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool, turn func(context.Context) (func(), error), observer Observer) *group[W, R] {
 	g := &group[W, R]{
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{}),
-		commit: commit, rolledBack: rolledBack, turn: turn,
+		commit: commit, rolledBack: rolledBack, turn: turn, observer: observer,
 	}
 	go g.loop()
 	return g
@@ -166,7 +167,12 @@ func (g *group[W, R]) commitNow(ops []*groupOp[W, R]) ([]R, error) {
 	ctx, cancel := context.WithDeadline(context.Background(), groupDeadline(ops))
 	defer cancel()
 	results := make([]R, len(ops))
-	return results, g.commit(ctx, writes, results)
+	start := time.Now()
+	err := g.commit(ctx, writes, results)
+	if g.observer != nil {
+		g.observer.GroupCommitted(len(ops), time.Since(start), err)
+	}
+	return results, err
 }
 
 // waitTurn takes the group's turn, if it has one, by deadline; end gives

@@ -28,7 +28,7 @@ func blockingGroup(t *testing.T, commit func(writes []fakeWrite, results []int) 
 			<-released
 		})
 		return commit(writes, results)
-	}, func(error) bool { return true })
+	}, func(error) bool { return true }, nil)
 	release = func() { releaseOnce.Do(func() { close(released) }) }
 	t.Cleanup(func() {
 		release() // also when the test failed before releasing
@@ -153,7 +153,7 @@ func TestGroupNoStaleResults(t *testing.T) {
 }
 
 func TestGroupClosed(t *testing.T) {
-	g := newGroup(func(context.Context, []fakeWrite, []int) error { return nil }, func(error) bool { return true })
+	g := newGroup(func(context.Context, []fakeWrite, []int) error { return nil }, func(error) bool { return true }, nil)
 	g.close()
 	g.close()
 	if _, err := g.do(context.Background(), fakeWrite{}); !errors.Is(err, errClosed) {
@@ -255,7 +255,7 @@ func TestGroupDeadline(t *testing.T) {
 		d, _ := ctx.Deadline()
 		deadlines <- d
 		return nil
-	}, func(error) bool { return false })
+	}, func(error) bool { return false }, nil)
 	defer g.close()
 	want := time.Now().Add(commitTimeout / 2)
 	ctx, cancel := context.WithDeadline(context.Background(), want)
@@ -269,5 +269,63 @@ func TestGroupDeadline(t *testing.T) {
 	g.do(context.Background(), fakeWrite{})
 	if got := <-deadlines; got.After(time.Now().Add(commitTimeout)) {
 		t.Errorf("the group's deadline is %v, want at most commitTimeout away", got)
+	}
+}
+
+// commitLog is an Observer that records every group commit.
+type commitLog struct {
+	mu      sync.Mutex
+	commits []observedCommit
+}
+
+type observedCommit struct {
+	size   int
+	failed bool
+}
+
+func (l *commitLog) GroupCommitted(size int, elapsed time.Duration, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.commits = append(l.commits, observedCommit{size, err != nil})
+}
+
+// TestGroupObserved: the observer hears of every transaction the group
+// runs, with its size and whether it failed: one group of 1, one of 5
+// that fails, then each of the 5 alone (one of them failing again).
+func TestGroupObserved(t *testing.T) {
+	log := &commitLog{}
+	entered, released := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	g := newGroup(func(_ context.Context, writes []fakeWrite, results []int) error {
+		once.Do(func() {
+			close(entered)
+			<-released
+		})
+		return double(writes, results)
+	}, func(error) bool { return true }, log)
+	defer g.close()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { g.do(context.Background(), fakeWrite{}) })
+	<-entered
+	for i := range 5 {
+		wg.Go(func() { g.do(context.Background(), fakeWrite{v: i, fail: i == 2}) })
+	}
+	waitQueued(t, g, 5)
+	close(released)
+	wg.Wait()
+
+	// The writes queue in any order, so the singles are compared as a set.
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	got := log.commits
+	singlesFailed := 0
+	for _, c := range got[min(2, len(got)):] {
+		if c.size == 1 && c.failed {
+			singlesFailed++
+		}
+	}
+	if len(got) != 7 || got[0] != (observedCommit{1, false}) || got[1] != (observedCommit{5, true}) || singlesFailed != 1 {
+		t.Errorf("observed commits %+v, want {1 ok}, {5 failed}, then 5 of size 1 with one failed", got)
 	}
 }

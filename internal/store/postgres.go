@@ -56,7 +56,7 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Postgres, error)
 		return nil, fmt.Errorf("store: postgres: %w", readOnly(err))
 	}
 	p := &Postgres{pool: pool}
-	p.writes = newTurnGroup(p.commitGroup, rolledBack, p.turn)
+	p.writes = newTurnGroup(p.commitGroup, rolledBack, p.turn, o.Observer)
 	return p, nil
 }
 

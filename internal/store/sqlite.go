@@ -45,7 +45,8 @@ func openSQLiteDB(path string, conns int) (*sql.DB, error) {
 }
 
 // OpenSQLite opens (creating if needed) the database file at path.
-func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
+// o.MaxConns does not apply: SQLite has one writer.
+func OpenSQLite(ctx context.Context, path string, o Options) (*SQLite, error) {
 	w, err := openSQLiteDB(path, 1)
 	if err != nil {
 		return nil, err
@@ -67,7 +68,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		s.Close()
 		return nil, fmt.Errorf("store: sqlite %s: %w (run `felix migrate` first?)", path, err)
 	}
-	s.writes = newGroup(s.commitGroup, sqliteRolledBack)
+	s.writes = newGroup(s.commitGroup, sqliteRolledBack, o.Observer)
 	return s, nil
 }
 

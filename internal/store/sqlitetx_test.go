@@ -16,7 +16,7 @@ func openTestSQLite(t *testing.T) *SQLite {
 	if err := Migrate(ctx, "sqlite:"+path); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenSQLite(ctx, path)
+	s, err := OpenSQLite(ctx, path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

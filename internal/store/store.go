@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -117,6 +118,16 @@ type Options struct {
 	// MaxConns bounds the PostgreSQL pool (default: pool_max_conns in
 	// DATABASE_URL, else pgx's: the greater of 4 and the number of CPUs).
 	MaxConns int32
+	// Observer is told about every group commit, for metrics; nil tells
+	// nobody.
+	Observer Observer
+}
+
+// Observer is told about every group commit of the calls' writes: how
+// many writes it held, how long its transaction took and whether it
+// failed. It is called from the commit loop, so it must be cheap.
+type Observer interface {
+	GroupCommitted(size int, elapsed time.Duration, err error)
 }
 
 // Store is what both implementations are: every role quota needs, and
@@ -142,7 +153,7 @@ func Open(ctx context.Context, databaseURL string, o Options) (Store, error) {
 	if kind == PostgresKind {
 		return OpenPostgres(ctx, dsn, o)
 	}
-	return OpenSQLite(ctx, dsn)
+	return OpenSQLite(ctx, dsn, o)
 }
 
 // Migrate applies every embedded migration not yet applied. On PostgreSQL

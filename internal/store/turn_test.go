@@ -49,7 +49,7 @@ func newTurnTestGroup(t *testing.T) *turnGroup {
 			return nil, errNoTurn
 		}
 		return func() { tg.ends.Add(1) }, nil
-	})
+	}, nil)
 	t.Cleanup(func() {
 		tg.release()
 		tg.group.close()
