@@ -1,0 +1,299 @@
+// Package metrics owns Felix's Prometheus metrics: a registry of its own
+// (never the global one), the metric families, and the handler that
+// serves them. Each layer of Felix declares the small observer interface
+// it calls; a *Metrics implements them all and cmd/felix passes it in.
+//
+// Labels are bounded by construction: routes are the router's patterns,
+// outcomes a fixed vocabulary, targets the configured base URLs, statuses
+// three-digit codes. No label ever holds a key, a prompt or a URL a client
+// sent. Every series a request touches is resolved when Felix starts, so
+// recording one costs a few atomic additions and no allocation.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Other is the outcome recorded for an outcome not in Options.Outcomes,
+// so that the label stays bounded whatever a caller passes.
+const Other = "other"
+
+// Options say which label values exist, so that their series are created
+// (at zero) when Felix starts.
+type Options struct {
+	// Outcomes are the ways a generate request can end ("success",
+	// "target_error", the error codes, …).
+	Outcomes []string
+	// Targets are the targets' base URLs, as configured.
+	Targets []string
+}
+
+// Metrics is Felix's registry and every family in it.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	httpRequests *prometheus.CounterVec   // route, code
+	httpDuration *prometheus.HistogramVec // route
+	generate     map[string]prometheus.Counter
+	generateVec  *prometheus.CounterVec
+
+	targetDuration *prometheus.HistogramVec // target
+	targetInFlight *prometheus.GaugeVec     // target
+	targetUp       *prometheus.GaugeVec     // target
+	targetFailures *prometheus.CounterVec   // target
+	targets        map[string]*Target
+	queueLength    prometheus.Gauge
+
+	callsOpen       prometheus.Gauge
+	settleFailures  prometheus.Counter
+	releaseFailures prometheus.Counter
+	recovered       prometheus.Counter
+
+	commitDuration prometheus.Histogram
+	groupSize      prometheus.Histogram
+	commitFailures prometheus.Counter
+}
+
+// New returns Felix's metrics on a registry of their own, with the Go
+// runtime's and the process's collectors.
+func New(o Options) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	f := factory{m.reg}
+
+	m.httpRequests = f.counterVec("felix_http_requests_total",
+		"HTTP requests answered, by route pattern and status code.", "route", "code")
+	m.httpDuration = f.histogramVec("felix_http_request_duration_seconds",
+		"Time from a request's arrival to the end of its answer, by route pattern.",
+		[]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}, "route")
+	m.generateVec = f.counterVec("felix_generate_requests_total",
+		"POST /api/generate requests by how they ended: success, target_error (a non-2xx from the target) or the error code Felix answered.", "outcome")
+	m.generate = make(map[string]prometheus.Counter, len(o.Outcomes)+1)
+	for _, out := range append([]string{Other}, o.Outcomes...) {
+		m.generate[out] = m.generateVec.WithLabelValues(out)
+	}
+
+	m.targetDuration = f.histogramVec("felix_target_duration_seconds",
+		"Time from sending a call to a target until its status line arrived, or until it failed, by target.",
+		[]float64{.05, .1, .25, .5, 1, 2, 4, 8, 15, 30, 60, 120, 300}, "target")
+	m.targetInFlight = f.gaugeVec("felix_target_in_flight", "Calls a target is running now.", "target")
+	m.targetUp = f.gaugeVec("felix_target_up", "1 while a target may take calls, 0 while it is left out (failed probe or cooldown).", "target")
+	m.targetFailures = f.counterVec("felix_target_failures_total",
+		"Calls that got no answer from a target (refused, reset, timed out), by target.", "target")
+	m.targets = make(map[string]*Target, len(o.Targets))
+	for _, t := range o.Targets {
+		m.targets[t] = m.newTarget(t)
+	}
+	m.queueLength = f.gauge("felix_queue_length", "Calls waiting for a free target.")
+
+	m.callsOpen = f.gauge("felix_calls_open", "Calls this instance has reserved and not yet settled or released.")
+	m.settleFailures = f.counter("felix_settle_failures_total",
+		"Calls the target answered 2xx that could not be charged (the store failed past the call's hold): the answer was withheld.")
+	m.releaseFailures = f.counter("felix_release_failures_total",
+		"Calls whose release failed; recovery releases them later.")
+	m.recovered = f.counter("felix_recovered_calls_total",
+		"Open calls released by recovery: orphans past their hold, or left by this instance's previous run.")
+
+	m.commitDuration = f.histogram("felix_store_commit_duration_seconds",
+		"Time one group commit (one transaction of reserves, settles and releases) took.",
+		[]float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5})
+	m.groupSize = f.histogram("felix_store_group_size",
+		"Writes committed together in one group commit.",
+		[]float64{1, 2, 4, 8, 16, 32, 64, 128, 256})
+	m.commitFailures = f.counter("felix_store_commit_failures_total",
+		"Group commits that failed (the store was unreachable, read-only or timed out).")
+
+	return m
+}
+
+// Registry returns the registry, for tests and for adding collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in Prometheus's text format (or protobuf,
+// when a scraper asks for it).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, ErrorHandling: promhttp.ContinueOnError})
+}
+
+// Route returns the recorder of one route's requests: the server calls it
+// once per route when it is built, and the result once per request.
+func (m *Metrics) Route(pattern string) func(status int, elapsed time.Duration) {
+	hist := m.httpDuration.WithLabelValues(pattern) // the route's series exist from now on
+	codes := &codeCounters{vec: m.httpRequests, route: pattern}
+	codes.m.Store(&map[int]prometheus.Counter{})
+	return func(status int, elapsed time.Duration) {
+		codes.get(status).Inc()
+		hist.Observe(elapsed.Seconds())
+	}
+}
+
+// codeCounters are one route's counters by status code, created on first
+// use and read without a lock afterwards (the map is replaced, never
+// changed).
+type codeCounters struct {
+	vec   *prometheus.CounterVec
+	route string
+	mu    sync.Mutex
+	m     atomic.Pointer[map[int]prometheus.Counter]
+}
+
+func (c *codeCounters) get(status int) prometheus.Counter {
+	if ctr, ok := (*c.m.Load())[status]; ok {
+		return ctr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.m.Load()
+	if ctr, ok := old[status]; ok {
+		return ctr
+	}
+	if status < 100 || status > 599 {
+		status = 0 // bounded even for a status no HTTP server sends
+	}
+	ctr := c.vec.WithLabelValues(c.route, strconv.Itoa(status))
+	next := make(map[int]prometheus.Counter, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[status] = ctr
+	c.m.Store(&next)
+	return ctr
+}
+
+// Generate counts one generate request that ended with outcome.
+func (m *Metrics) Generate(outcome string) {
+	c, ok := m.generate[outcome]
+	if !ok {
+		c = m.generate[Other]
+	}
+	c.Inc()
+}
+
+// Target returns the recorder of one target's calls; a URL not given in
+// Options.Targets gets its series on first use (targets are configured,
+// so their number is bounded).
+func (m *Metrics) Target(url string) *Target {
+	if t, ok := m.targets[url]; ok {
+		return t
+	}
+	return m.newTarget(url)
+}
+
+func (m *Metrics) newTarget(url string) *Target {
+	return &Target{
+		duration: m.targetDuration.WithLabelValues(url),
+		inFlight: m.targetInFlight.WithLabelValues(url),
+		up:       m.targetUp.WithLabelValues(url),
+		failures: m.targetFailures.WithLabelValues(url),
+	}
+}
+
+// Target records the calls of one target.
+type Target struct {
+	duration prometheus.Observer
+	inFlight prometheus.Gauge
+	up       prometheus.Gauge
+	failures prometheus.Counter
+}
+
+// Sent records a call sent to the target.
+func (t *Target) Sent() { t.inFlight.Inc() }
+
+// Done records the end of a call sent: elapsed until its status line (or
+// its failure); answered is false when the target gave no answer.
+func (t *Target) Done(elapsed time.Duration, answered bool) {
+	t.inFlight.Dec()
+	t.duration.Observe(elapsed.Seconds())
+	if !answered {
+		t.failures.Inc()
+	}
+}
+
+// SetUp records whether the target may take calls.
+func (t *Target) SetUp(up bool) {
+	if up {
+		t.up.Set(1)
+	} else {
+		t.up.Set(0)
+	}
+}
+
+// QueueLength records how many calls wait for a target.
+func (m *Metrics) QueueLength(n int) { m.queueLength.Set(float64(n)) }
+
+// The ledger's hooks (quota.Observer).
+
+// CallOpened records a call reserved.
+func (m *Metrics) CallOpened() { m.callsOpen.Inc() }
+
+// CallClosed records a call settled or released (whether or not that
+// succeeded).
+func (m *Metrics) CallClosed() { m.callsOpen.Dec() }
+
+// SettleFailed records a 2xx that could not be charged.
+func (m *Metrics) SettleFailed() { m.settleFailures.Inc() }
+
+// ReleaseFailed records a release that failed.
+func (m *Metrics) ReleaseFailed() { m.releaseFailures.Inc() }
+
+// Recovered records n calls released by recovery.
+func (m *Metrics) Recovered(n int) { m.recovered.Add(float64(n)) }
+
+// GroupCommitted records one group commit (store.Observer).
+func (m *Metrics) GroupCommitted(size int, elapsed time.Duration, err error) {
+	m.commitDuration.Observe(elapsed.Seconds())
+	m.groupSize.Observe(float64(size))
+	if err != nil {
+		m.commitFailures.Inc()
+	}
+}
+
+// factory creates and registers families.
+type factory struct{ reg *prometheus.Registry }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	f.reg.MustRegister(h)
+	return h
+}

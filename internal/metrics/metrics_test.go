@@ -1,0 +1,86 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestOutcomesBounded: a known outcome is counted under its name, any
+// other under "other", and every known one is exported from the start.
+func TestOutcomesBounded(t *testing.T) {
+	m := New(Options{Outcomes: []string{"success", "quota_exhausted"}})
+	m.Generate("success")
+	m.Generate("success")
+	m.Generate("fx_secretkey") // what a careless caller might pass
+	for outcome, want := range map[string]float64{"success": 2, "quota_exhausted": 0, Other: 1} {
+		if got := testutil.ToFloat64(m.generateVec.WithLabelValues(outcome)); got != want {
+			t.Errorf("outcome %q: got %v, want %v", outcome, got, want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.generateVec); n != 3 {
+		t.Errorf("%d outcome series, want 3 (success, quota_exhausted, other)", n)
+	}
+}
+
+// TestRouteCodes: a route counts its answers by status code; a status
+// outside 100–599 is counted as "0".
+func TestRouteCodes(t *testing.T) {
+	m := New(Options{})
+	record := m.Route("GET /api/keys/{id}")
+	for _, status := range []int{200, 200, 404, 1000, -1} {
+		record(status, time.Millisecond)
+	}
+	for code, want := range map[string]float64{"200": 2, "404": 1, "0": 2} {
+		if got := testutil.ToFloat64(m.httpRequests.WithLabelValues("GET /api/keys/{id}", code)); got != want {
+			t.Errorf("code %s: got %v, want %v", code, got, want)
+		}
+	}
+	if got := testutil.CollectAndCount(m.httpDuration); got != 1 {
+		t.Errorf("%d duration series, want 1", got)
+	}
+}
+
+// TestRecordingDoesNotAllocate: what the request path calls costs no
+// allocation once a route's statuses have been seen.
+func TestRecordingDoesNotAllocate(t *testing.T) {
+	m := New(Options{Outcomes: []string{"success"}, Targets: []string{"http://gpu1:7860"}})
+	record := m.Route("POST /api/generate")
+	target := m.Target("http://gpu1:7860")
+	record(200, time.Millisecond)
+	allocs := testing.AllocsPerRun(1000, func() {
+		record(200, time.Millisecond)
+		m.Generate("success")
+		target.Sent()
+		target.Done(time.Second, true)
+		m.CallOpened()
+		m.CallClosed()
+		m.GroupCommitted(8, time.Millisecond, nil)
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per request, want 0", allocs)
+	}
+}
+
+// TestOwnRegistry: the families are on Felix's own registry, with the Go
+// and process collectors, and nothing is registered globally.
+func TestOwnRegistry(t *testing.T) {
+	m := New(Options{})
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range families {
+		seen[strings.SplitN(mf.GetName(), "_", 2)[0]] = true
+	}
+	for _, prefix := range []string{"go", "process", "felix"} {
+		if !seen[prefix] {
+			t.Errorf("no %s_* family in the registry", prefix)
+		}
+	}
+	// A second set of metrics registers without a conflict: nothing is global.
+	New(Options{})
+}
