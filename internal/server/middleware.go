@@ -23,6 +23,7 @@ const (
 	logAttrsKey
 	callKey
 	framingKey
+	refusedKey // why a request was refused before routing
 )
 
 func requestID(ctx context.Context) string {
@@ -43,8 +44,9 @@ func logNote(ctx context.Context, a slog.Attr) {
 	}
 }
 
-// setOutcome names how the request ended, for its access log line: an
-// error code, "success", "target_error", "client_gone", …
+// setOutcome names how the request ended, for its access log line and
+// the metrics: an error code, "success", "target_error", "client_gone", …
+// (Outcomes lists those of POST /api/generate).
 func setOutcome(ctx context.Context, outcome string) {
 	if l, ok := ctx.Value(logAttrsKey).(*requestLog); ok {
 		l.outcome = outcome
@@ -90,11 +92,14 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush on the real writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// observe gives every request an ID (the client's X-Request-ID when it is
-// sane) and logs exactly one line when it ends, also when it ends by a
-// panic: a proxied answer cut mid-stream aborts the handler with
-// http.ErrAbortHandler.
-func (s *Server) observe(next http.Handler) http.Handler {
+// observe gives every request of route (a pattern of the route table) an
+// ID (the client's X-Request-ID when it is sane) and, when it ends, one
+// observation for the metrics and one log line, also when it ends by a
+// panic (a proxied answer cut mid-stream aborts the handler with
+// http.ErrAbortHandler).
+func (s *Server) observe(route string, next http.Handler) http.Handler {
+	record := s.obs.Route(route) // the route's series, resolved once
+	generate := route == generateRoute
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-ID")
@@ -106,18 +111,30 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		ctx := context.WithValue(context.WithValue(r.Context(), requestIDKey, id), logAttrsKey, l)
 		sw := &statusWriter{ResponseWriter: w}
 		finished := false
-		defer func() { s.logRequest(ctx, r, sw, l, start, finished) }()
+		defer func() {
+			status, outcome := ended(sw.status, l.outcome, finished)
+			elapsed := time.Since(start)
+			record(status, elapsed)
+			if generate {
+				s.obs.Generate(outcome)
+			}
+			if s.log.Enabled(ctx, slog.LevelInfo) {
+				attrs := append(l.attrs,
+					slog.String("request_id", id), slog.String("route", route), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+					slog.Int("status", status), slog.String("outcome", outcome), slog.Int64("bytes", sw.bytes), slog.Duration("duration", elapsed))
+				s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+			}
+		}()
 		next.ServeHTTP(sw, r.WithContext(ctx))
 		finished = true
 	})
 }
 
-// logRequest writes a request's access log line.
-func (s *Server) logRequest(ctx context.Context, r *http.Request, sw *statusWriter, l *requestLog, start time.Time, finished bool) {
-	if !s.log.Enabled(ctx, slog.LevelInfo) {
-		return
-	}
-	status, outcome := sw.status, l.outcome
+// ended is the status and outcome a request ended with: what the handler
+// said, else what its status implies. A request the handler did not
+// finish (it panicked) is "aborted"; one whose client left before any
+// answer has status 499, as nginx logs it.
+func ended(status int, outcome string, finished bool) (int, string) {
 	switch {
 	case status == 0 && outcome == "client_gone":
 		status = 499 // nothing was sent: nginx's "client closed request"
@@ -133,10 +150,7 @@ func (s *Server) logRequest(ctx context.Context, r *http.Request, sw *statusWrit
 	default:
 		outcome = "ok"
 	}
-	attrs := append(l.attrs,
-		slog.String("request_id", requestID(ctx)), slog.String("method", r.Method), slog.String("path", r.URL.Path),
-		slog.Int("status", status), slog.String("outcome", outcome), slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)))
-	s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	return status, outcome
 }
 
 // adapt turns a handler into an http.Handler.

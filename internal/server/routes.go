@@ -12,13 +12,13 @@ type route struct {
 	pattern string       // "METHOD /path", as ServeMux takes it
 	admin   bool         // needs Authorization: Bearer <ADMIN_TOKEN>
 	api     handler      // a JSON endpoint, or
-	page    http.Handler // an embedded page or asset, served as is
+	page    http.Handler // a page, an asset or a document, served as is
 }
 
 // routeTable lists every endpoint on one screen.
 func (s *Server) routeTable() []route {
 	routes := []route{
-		{pattern: "POST /api/generate", api: s.generate},
+		{pattern: generateRoute, api: s.generate},
 		{pattern: "GET /api/apikey", api: s.getKey},
 		{pattern: "POST /api/apikey", admin: true, api: s.createKey},
 		{pattern: "PUT /api/apikey", admin: true, api: s.setRemaining},
@@ -38,6 +38,10 @@ func (s *Server) routeTable() []route {
 
 		{pattern: "GET /healthz", api: s.healthz},
 		{pattern: "GET /readyz", api: s.readyz},
+		{pattern: "GET /openapi.json", page: openAPIHandler()},
+	}
+	if s.opts.Metrics != nil {
+		routes = append(routes, route{pattern: "GET /metrics", admin: true, page: s.opts.Metrics})
 	}
 	if s.opts.Pages != nil {
 		// The pages are shells: the data they show comes from the admin
@@ -72,17 +76,27 @@ func (s *Server) routes() *http.ServeMux {
 	for _, r := range s.routeTable() {
 		h := r.page
 		switch {
-		case r.admin:
+		case r.admin && r.api != nil:
 			h = s.adapt(s.requireAdmin(r.api))
+		case r.admin:
+			h = s.adapt(s.requireAdmin(serve(r.page)))
 		case r.api != nil:
 			h = s.adapt(r.api)
 		}
-		mux.Handle(r.pattern, s.observe(h))
+		mux.Handle(r.pattern, s.observe(r.pattern, h))
 	}
 	// The catch-all matches every method, so ServeMux's own 405 never
 	// happens: noRoute asks the mux which methods the path has.
-	mux.Handle("/", s.observe(s.adapt(func(w http.ResponseWriter, r *http.Request) error { return noRoute(mux, r) })))
+	mux.Handle("/", s.observe(unmatched, s.adapt(func(w http.ResponseWriter, r *http.Request) error { return noRoute(mux, r) })))
 	return mux
+}
+
+// serve turns an http.Handler into a handler, to put it behind requireAdmin.
+func serve(h http.Handler) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		h.ServeHTTP(w, r)
+		return nil
+	}
 }
 
 // methods are those a route of Felix may have.

@@ -4,6 +4,7 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,6 +47,13 @@ type Options struct {
 	Logger    *slog.Logger
 	// Now is the clock that counts wrong admin tokens; nil means time.Now.
 	Now func() time.Time
+	// Observer records every request as it ends, for metrics; nil
+	// records nothing.
+	Observer Observer
+	// Metrics serves GET /metrics behind the admin token; nil serves no
+	// such route (404), e.g. when METRICS_ADDR serves the metrics on a
+	// listener of their own.
+	Metrics http.Handler
 }
 
 // Server handles Felix's HTTP API.
@@ -59,6 +67,8 @@ type Server struct {
 	log        *slog.Logger
 	mux        *http.ServeMux
 	attempts   *attempts // wrong admin tokens per address
+	obs        Observer
+	badFraming http.Handler // answers a request refused for its framing
 }
 
 // New returns a Server. Zero limits get the defaults of the SPEC.
@@ -85,8 +95,11 @@ func New(o Options) *Server {
 	if o.Transport == nil {
 		o.Transport = NewTransport(o.TargetTimeout)
 	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
+	}
 	s := &Server{
-		quota: o.Quota, pool: o.Targets, opts: o, log: o.Logger,
+		quota: o.Quota, pool: o.Targets, opts: o, log: o.Logger, obs: o.Observer,
 		targetAuth: TargetAuth(o.TargetKeyHeader, o.TargetKey), attempts: newAttempts(o.Now, maxTrackedAddrs),
 	}
 	if s.pool == nil && o.Target != nil {
@@ -101,6 +114,7 @@ func New(o Options) *Server {
 		BufferPool:     &bufferPool{},
 	}
 	s.mux = s.routes()
+	s.badFraming = s.observe(badFraming, s.adapt(func(_ http.ResponseWriter, r *http.Request) error { return r.Context().Value(refusedKey).(error) }))
 	return s
 }
 
@@ -127,7 +141,7 @@ func (l Limits) withDefaults() Limits {
 // refused before anything else (see framing.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := checkFraming(r); err != nil {
-		s.observe(s.adapt(func(http.ResponseWriter, *http.Request) error { return err })).ServeHTTP(w, r)
+		s.badFraming.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), refusedKey, err)))
 		return
 	}
 	s.mux.ServeHTTP(w, r)

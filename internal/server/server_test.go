@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,17 +143,21 @@ type response struct {
 // headers come in name, value pairs.
 func (f *felix) do(method, path string, body any, headers ...string) response {
 	f.t.Helper()
-	var rd io.Reader
+	var sent []byte
 	switch b := body.(type) {
 	case nil:
 	case string:
-		rd = strings.NewReader(b)
+		sent = []byte(b)
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		rd = bytes.NewReader(data)
+		sent = data
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(sent)
 	}
 	req, err := http.NewRequest(method, f.url+path, rd)
 	if err != nil {
@@ -171,6 +174,7 @@ func (f *felix) do(method, path string, body any, headers ...string) response {
 	r := response{status: resp.StatusCode, header: resp.Header}
 	r.body, _ = io.ReadAll(resp.Body)
 	json.Unmarshal(r.body, &r.json)
+	checkContract(f.t, req, sent, resp, r.body)
 	return r
 }
 

@@ -52,11 +52,17 @@ func URL(t testing.TB, kind store.Kind) string {
 // Open migrates databaseURL and opens it; the store closes when t ends.
 func Open(t testing.TB, databaseURL string) store.Store {
 	t.Helper()
+	return OpenWith(t, databaseURL, store.Options{})
+}
+
+// OpenWith is Open with options (e.g. an Observer).
+func OpenWith(t testing.TB, databaseURL string, o store.Options) store.Store {
+	t.Helper()
 	ctx := context.Background()
 	if err := store.Migrate(ctx, databaseURL); err != nil {
 		t.Fatal(err)
 	}
-	s, err := store.Open(ctx, databaseURL, store.Options{})
+	s, err := store.Open(ctx, databaseURL, o)
 	if err != nil {
 		t.Fatal(err)
 	}
