@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -55,6 +56,8 @@ type Config struct {
 	TargetCooldown       time.Duration // a target that gave no answer is left out this long
 	TargetHealthPath     string        // probed with GET on every target; "" probes nothing
 	TargetHealthInterval time.Duration // time between probes, and each probe's timeout
+
+	MetricsAddr string // "" serves /metrics on the main port (admin token); host:port serves it there, without a token
 }
 
 // Var describes one environment variable Felix reads.
@@ -98,6 +101,7 @@ var Vars = []Var{
 	{"TARGET_COOLDOWN", "10s", "a target that refused, reset or timed out a call is left out this long, then tried again"},
 	{"TARGET_HEALTH_PATH", "", "path probed with GET on every target, e.g. /internal/ping: 2xx marks it up, anything else down; empty probes nothing"},
 	{"TARGET_HEALTH_INTERVAL", "5s", "time between health probes, and how long each may take (Go duration)"},
+	{"METRICS_ADDR", "", "host:port of a separate listener for GET /metrics without a token, e.g. 127.0.0.1:9464; empty serves /metrics on the main port behind ADMIN_TOKEN"},
 }
 
 // envFiles are read from Load's dir, the first one winning.
@@ -164,6 +168,8 @@ func Load(lookup func(string) (string, bool), dir string, requireTarget bool) (C
 		TargetCooldown:       e.duration("TARGET_COOLDOWN", false),
 		TargetHealthPath:     e.path("TARGET_HEALTH_PATH", "/internal/ping"),
 		TargetHealthInterval: e.duration("TARGET_HEALTH_INTERVAL", false),
+
+		MetricsAddr: e.listenAddr("METRICS_ADDR"),
 	}
 	if len(e.errs) > 0 {
 		return Config{}, errors.Join(e.errs...)
@@ -200,6 +206,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr),
 		slog.String("instance_id", c.InstanceID),
 		slog.Bool("auto_migrate", c.AutoMigrate),
+		slog.String("metrics_addr", c.MetricsAddr),
 	)
 }
 
@@ -449,6 +456,22 @@ func (e *env) addr() string {
 		e.fail("%s=%q is not a TCP port from 1 to 65535: use e.g. %s=3000", name, s, name)
 	}
 	return ":" + strconv.Itoa(n)
+}
+
+// listenAddr reads an optional host:port to listen on; the host may be
+// empty (every interface), the port 0 (any free one).
+func (e *env) listenAddr(name string) string {
+	s := e.get(name)
+	if s == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(s)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 0 || n > 65535 || strings.ContainsAny(host, " /") {
+		e.fail("%s=%q is not a host:port to listen on: use e.g. %s=127.0.0.1:9464", name, s, name)
+		return ""
+	}
+	return s
 }
 
 func (e *env) location(name string) *time.Location {

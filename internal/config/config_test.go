@@ -61,6 +61,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"TargetCooldown", c.TargetCooldown, 10 * time.Second},
 		{"TargetHealthPath", c.TargetHealthPath, ""},
 		{"TargetHealthInterval", c.TargetHealthInterval, 5 * time.Second},
+		{"MetricsAddr", c.MetricsAddr, ""},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -98,6 +99,7 @@ func TestLoadValues(t *testing.T) {
 		"TARGET_COOLDOWN":        "3s",
 		"TARGET_HEALTH_PATH":     "/internal/ping",
 		"TARGET_HEALTH_INTERVAL": "1s",
+		"METRICS_ADDR":           "127.0.0.1:9464",
 	}), t.TempDir(), true)
 	if err != nil {
 		t.Fatalf("Load: %v", err)
@@ -132,6 +134,7 @@ func TestLoadValues(t *testing.T) {
 		{"TargetCooldown", c.TargetCooldown, 3 * time.Second},
 		{"TargetHealthPath", c.TargetHealthPath, "/internal/ping"},
 		{"TargetHealthInterval", c.TargetHealthInterval, time.Second},
+		{"MetricsAddr", c.MetricsAddr, "127.0.0.1:9464"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -198,6 +201,10 @@ func TestLoadBadValue(t *testing.T) {
 		{"TARGET_COOLDOWN", "10", "TARGET_COOLDOWN=10s"},
 		{"TARGET_HEALTH_PATH", "health", "TARGET_HEALTH_PATH=/internal/ping"},
 		{"TARGET_HEALTH_INTERVAL", "-5s", "TARGET_HEALTH_INTERVAL=5s"},
+		{"METRICS_ADDR", "9464", "METRICS_ADDR=127.0.0.1:9464"},
+		{"METRICS_ADDR", "127.0.0.1:http", "METRICS_ADDR=127.0.0.1:9464"},
+		{"METRICS_ADDR", "127.0.0.1:70000", "METRICS_ADDR=127.0.0.1:9464"},
+		{"METRICS_ADDR", "http://127.0.0.1:9464", "METRICS_ADDR=127.0.0.1:9464"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
