@@ -60,13 +60,14 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 	defer target.Close()
 	cfg.TargetURLs = []*url.URL{{Scheme: "http", Host: tln.Addr().String()}}
 
-	st, err := openStore(ctx, cfg.DatabaseURL, true, store.Options{})
+	m := newMetrics(cfg)
+	st, err := openStore(ctx, cfg.DatabaseURL, true, store.Options{Observer: m})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	log := newLogger(cfg, e.stderr)
-	svc := newService(cfg, st, log)
+	svc := newService(cfg, st, log, m)
 	_, key, err := svc.CreateKey(ctx, quota.KeySpec{Name: "demo", Remaining: demoCalls})
 	if err != nil {
 		return err
@@ -96,5 +97,5 @@ Try it from a shell:
   curl -s %s/api/stats -H 'Authorization: Bearer %s'
 
 `, base, base, cfg.AdminToken, key, demoCalls, base, key, base, key, base, cfg.AdminToken)
-	return serveOn(ctx, ln, cfg, svc, log)
+	return serveOn(ctx, ln, nil, cfg, svc, m, log)
 }

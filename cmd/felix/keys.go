@@ -36,7 +36,7 @@ func openService(ctx context.Context, e env) (*quota.Service, func(), error) {
 		return nil, nil, err
 	}
 	cfg.InstanceID = "cli"
-	return newService(cfg, st, newLogger(cfg, e.stderr)), func() { st.Close() }, nil
+	return newService(cfg, st, newLogger(cfg, e.stderr), nil), func() { st.Close() }, nil
 }
 
 // databaseExists refuses a SQLite DATABASE_URL whose file does not exist:

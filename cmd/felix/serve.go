@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/config"
+	"github.com/felix-gateway/felix/internal/metrics"
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
@@ -23,7 +24,7 @@ import (
 
 func serveCmd(ctx context.Context, e env, args []string) error {
 	fs := newFlags(e, "serve", "[--addr host:port] [--no-migrate]",
-		"Run the gateway: POST /api/generate, the key API, /api/stats, /test, /healthz, /readyz.\nStops gracefully on SIGTERM or Ctrl+C: in-flight calls finish and are settled.", allVars())
+		"Run the gateway: POST /api/generate, the key API, /api/stats, /test, /healthz, /readyz, /metrics, /openapi.json.\nStops gracefully on SIGTERM or Ctrl+C: in-flight calls finish and are settled.", allVars())
 	addr := fs.String("addr", "", "listen address, e.g. 127.0.0.1:8080 (overrides PORT)")
 	noMigrate := fs.Bool("no-migrate", false, "do not apply migrations at start (same as AUTO_MIGRATE=false)")
 	if err := parseFlags(e, fs, args); err != nil {
@@ -45,7 +46,15 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("listen on %s: %w (set PORT or --addr to a free port)", cfg.Addr, err)
 	}
 	defer ln.Close()
-	st, err := startStore(ctx, cfg, cfg.AutoMigrate && !*noMigrate, true, store.Options{})
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("listen on %s: %w (set METRICS_ADDR to a free address)", cfg.MetricsAddr, err)
+		}
+		defer metricsLn.Close()
+	}
+	m := newMetrics(cfg)
+	st, err := startStore(ctx, cfg, cfg.AutoMigrate && !*noMigrate, true, store.Options{Observer: m})
 	if err != nil {
 		return err
 	}
@@ -55,14 +64,24 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		host, _ := os.Hostname()
 		cfg.InstanceID = host + ":" + portOf(ln.Addr())
 	}
-	svc := newService(cfg, st, log)
+	svc := newService(cfg, st, log, m)
 	if n, err := svc.ReleaseOwned(ctx); err != nil {
 		log.Warn("could not release this instance's orphaned calls; recovery will", "err", err)
 	} else if n > 0 {
 		log.Info("released calls left open by this instance's previous run", "calls", n)
 	}
 	log.Info("felix listening", "addr", ln.Addr().String(), "config", cfg)
-	return serveOn(ctx, ln, cfg, svc, log)
+	return serveOn(ctx, ln, metricsLn, cfg, svc, m, log)
+}
+
+// newMetrics returns the metrics every layer reports to, with a latency
+// series for each configured target from the start.
+func newMetrics(cfg config.Config) *metrics.Metrics {
+	urls := make([]string, len(cfg.TargetURLs))
+	for i, u := range cfg.TargetURLs {
+		urls[i] = u.String() // as the pool names them
+	}
+	return metrics.New(metrics.Options{Outcomes: server.Outcomes, Targets: urls})
 }
 
 // openStore opens the store of databaseURL, applying the migrations first
@@ -132,8 +151,9 @@ func hold(cfg config.Config) time.Duration {
 	return max(limit+cfg.ReservationGrace-recoveryInterval, limit)
 }
 
-func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Service {
+func newService(cfg config.Config, st store.Store, log *slog.Logger, obs quota.Observer) *quota.Service {
 	return quota.NewService(quota.Options{
+		Observer: obs,
 		Ledger:   st,
 		Keys:     st,
 		Usage:    st,
@@ -149,10 +169,22 @@ func newService(cfg config.Config, st store.Store, log *slog.Logger) *quota.Serv
 
 // serveOn serves Felix on ln until ctx ends, then drains: it stops
 // accepting, lets in-flight calls finish and settle for up to
-// SHUTDOWN_TIMEOUT, and returns.
-func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota.Service, log *slog.Logger) error {
+// SHUTDOWN_TIMEOUT, and returns. The metrics are served on metricsLn
+// without a token, or, when it is nil, at /metrics on ln behind the admin
+// token.
+func serveOn(ctx context.Context, ln, metricsLn net.Listener, cfg config.Config, svc *quota.Service, m *metrics.Metrics, log *slog.Logger) error {
 	targets := newPool(cfg, log)
+	m.ObservePool(targets)
+	var metricsOnMain http.Handler
+	if metricsLn == nil {
+		metricsOnMain = m.Handler()
+	} else {
+		stop := serveMetrics(metricsLn, m, log)
+		defer stop()
+	}
 	h := server.New(server.Options{
+		Observer:          m,
+		Metrics:           metricsOnMain,
 		Quota:             svc,
 		Targets:           targets,
 		TargetKey:         quota.Secret(cfg.TargetKey),
@@ -216,6 +248,17 @@ func serveOn(ctx context.Context, ln net.Listener, cfg config.Config, svc *quota
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveMetrics serves GET /metrics on ln, without a token (whoever can
+// reach METRICS_ADDR may read them), until stop.
+func serveMetrics(ln net.Listener, m *metrics.Metrics, log *slog.Logger) (stop func()) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	hs := server.NewHTTPServer(ln.Addr().String(), mux, log)
+	go hs.Serve(ln)
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() { hs.Close() }
 }
 
 // closeOnce is a listener that may be closed more than once; only the

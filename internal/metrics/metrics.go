@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/felix-gateway/felix/internal/target"
 )
 
 // Other is the outcome recorded for an outcome not in Options.Outcomes,
@@ -32,7 +34,8 @@ type Options struct {
 	// Outcomes are the ways a generate request can end ("success",
 	// "target_error", the error codes, …).
 	Outcomes []string
-	// Targets are the targets' base URLs, as configured.
+	// Targets are the targets' base URLs, as configured: their latency
+	// series exist from the start.
 	Targets []string
 }
 
@@ -46,11 +49,6 @@ type Metrics struct {
 	generateVec  *prometheus.CounterVec
 
 	targetDuration *prometheus.HistogramVec // target
-	targetInFlight *prometheus.GaugeVec     // target
-	targetUp       *prometheus.GaugeVec     // target
-	targetFailures *prometheus.CounterVec   // target
-	targets        map[string]*Target
-	queueLength    prometheus.Gauge
 
 	callsOpen       prometheus.Gauge
 	settleFailures  prometheus.Counter
@@ -87,15 +85,9 @@ func New(o Options) *Metrics {
 	m.targetDuration = f.histogramVec("felix_target_duration_seconds",
 		"Time from sending a call to a target until its status line arrived, or until it failed, by target.",
 		[]float64{.05, .1, .25, .5, 1, 2, 4, 8, 15, 30, 60, 120, 300}, "target")
-	m.targetInFlight = f.gaugeVec("felix_target_in_flight", "Calls a target is running now.", "target")
-	m.targetUp = f.gaugeVec("felix_target_up", "1 while a target may take calls, 0 while it is left out (failed probe or cooldown).", "target")
-	m.targetFailures = f.counterVec("felix_target_failures_total",
-		"Calls that got no answer from a target (refused, reset, timed out), by target.", "target")
-	m.targets = make(map[string]*Target, len(o.Targets))
 	for _, t := range o.Targets {
-		m.targets[t] = m.newTarget(t)
+		m.targetDuration.WithLabelValues(t)
 	}
-	m.queueLength = f.gauge("felix_queue_length", "Calls waiting for a free target.")
 
 	m.callsOpen = f.gauge("felix_calls_open", "Calls this instance has reserved and not yet settled or released.")
 	m.settleFailures = f.counter("felix_settle_failures_total",
@@ -180,57 +172,63 @@ func (m *Metrics) Generate(outcome string) {
 	c.Inc()
 }
 
-// Target returns the recorder of one target's calls; a URL not given in
-// Options.Targets gets its series on first use (targets are configured,
-// so their number is bounded).
-func (m *Metrics) Target(url string) *Target {
-	if t, ok := m.targets[url]; ok {
-		return t
-	}
-	return m.newTarget(url)
+// Target returns the recorder of one target's calls (server.Observer):
+// called once per target, with its base URL as configured; the result
+// once per call sent to it, with the time until its status line arrived
+// or it failed.
+func (m *Metrics) Target(url string) func(elapsed time.Duration) {
+	h := m.targetDuration.WithLabelValues(url)
+	return func(elapsed time.Duration) { h.Observe(elapsed.Seconds()) }
 }
 
-func (m *Metrics) newTarget(url string) *Target {
-	return &Target{
-		duration: m.targetDuration.WithLabelValues(url),
-		inFlight: m.targetInFlight.WithLabelValues(url),
-		up:       m.targetUp.WithLabelValues(url),
-		failures: m.targetFailures.WithLabelValues(url),
-	}
+// Pool is what the metrics read of the target pool (*target.Pool).
+type Pool interface {
+	Stats() target.Stats
 }
 
-// Target records the calls of one target.
-type Target struct {
-	duration prometheus.Observer
-	inFlight prometheus.Gauge
-	up       prometheus.Gauge
-	failures prometheus.Counter
+// ObservePool makes every scrape read the targets' state from the pool
+// (its own counters, read under its lock): felix_target_in_flight,
+// felix_target_up, felix_target_answered_total, felix_target_failures_total,
+// felix_queue_length and felix_queue_max. Reading at scrape time costs
+// the request path nothing and is never stale.
+func (m *Metrics) ObservePool(pool Pool) {
+	m.reg.MustRegister(&poolCollector{
+		pool:     pool,
+		inFlight: prometheus.NewDesc("felix_target_in_flight", "Calls a target is running now.", []string{"target"}, nil),
+		up:       prometheus.NewDesc("felix_target_up", "1 while a target may take calls, 0 while it is left out (failed health probe or cooldown after a call got no answer).", []string{"target"}, nil),
+		answered: prometheus.NewDesc("felix_target_answered_total", "Calls a target answered, whatever the status.", []string{"target"}, nil),
+		failed:   prometheus.NewDesc("felix_target_failures_total", "Calls that got no answer from a target (refused, reset, timed out).", []string{"target"}, nil),
+		queue:    prometheus.NewDesc("felix_queue_length", "Calls waiting for a free target.", nil, nil),
+		queueMax: prometheus.NewDesc("felix_queue_max", "How many calls may wait for a target (QUEUE_MAX).", nil, nil),
+	})
 }
 
-// Sent records a call sent to the target.
-func (t *Target) Sent() { t.inFlight.Inc() }
-
-// Done records the end of a call sent: elapsed until its status line (or
-// its failure); answered is false when the target gave no answer.
-func (t *Target) Done(elapsed time.Duration, answered bool) {
-	t.inFlight.Dec()
-	t.duration.Observe(elapsed.Seconds())
-	if !answered {
-		t.failures.Inc()
-	}
+type poolCollector struct {
+	pool                                            Pool
+	inFlight, up, answered, failed, queue, queueMax *prometheus.Desc
 }
 
-// SetUp records whether the target may take calls.
-func (t *Target) SetUp(up bool) {
-	if up {
-		t.up.Set(1)
-	} else {
-		t.up.Set(0)
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.inFlight, c.up, c.answered, c.failed, c.queue, c.queueMax} {
+		ch <- d
 	}
 }
 
-// QueueLength records how many calls wait for a target.
-func (m *Metrics) QueueLength(n int) { m.queueLength.Set(float64(n)) }
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.pool.Stats()
+	for _, t := range st.Targets {
+		up := 0.0
+		if t.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(t.InFlight), t.URL)
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, t.URL)
+		ch <- prometheus.MustNewConstMetric(c.answered, prometheus.CounterValue, float64(t.Served), t.URL)
+		ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(t.Failed), t.URL)
+	}
+	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(st.Queue.Length))
+	ch <- prometheus.MustNewConstMetric(c.queueMax, prometheus.GaugeValue, float64(st.Queue.Max))
+}
 
 // The ledger's hooks (quota.Observer).
 

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/felix-gateway/felix/internal/target"
 )
 
 // TestOutcomesBounded: a known outcome is counted under its name, any
@@ -53,8 +55,7 @@ func TestRecordingDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() {
 		record(200, time.Millisecond)
 		m.Generate("success")
-		target.Sent()
-		target.Done(time.Second, true)
+		target(time.Second)
 		m.CallOpened()
 		m.CallClosed()
 		m.GroupCommitted(8, time.Millisecond, nil)
@@ -83,4 +84,54 @@ func TestOwnRegistry(t *testing.T) {
 	}
 	// A second set of metrics registers without a conflict: nothing is global.
 	New(Options{})
+}
+
+// fakePool is a pool whose state the test sets.
+type fakePool struct{ st target.Stats }
+
+func (p *fakePool) Stats() target.Stats { return p.st }
+
+// TestPoolReadAtScrape: the targets' and the queue's series are read from
+// the pool at each scrape.
+func TestPoolReadAtScrape(t *testing.T) {
+	m := New(Options{})
+	p := &fakePool{st: target.Stats{
+		Targets: []target.TargetStats{
+			{URL: "http://gpu1:7860", Up: true, InFlight: 2, Served: 10, Failed: 1},
+			{URL: "http://gpu2:7860", Up: false, InFlight: 0, Served: 3, Failed: 4},
+		},
+		Queue: target.QueueStats{Length: 5, Max: 100},
+	}}
+	m.ObservePool(p)
+	want := `
+# HELP felix_queue_length Calls waiting for a free target.
+# TYPE felix_queue_length gauge
+felix_queue_length 5
+# HELP felix_target_failures_total Calls that got no answer from a target (refused, reset, timed out).
+# TYPE felix_target_failures_total counter
+felix_target_failures_total{target="http://gpu1:7860"} 1
+felix_target_failures_total{target="http://gpu2:7860"} 4
+# HELP felix_target_in_flight Calls a target is running now.
+# TYPE felix_target_in_flight gauge
+felix_target_in_flight{target="http://gpu1:7860"} 2
+felix_target_in_flight{target="http://gpu2:7860"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
+		"felix_queue_length", "felix_target_failures_total", "felix_target_in_flight"); err != nil {
+		t.Error(err)
+	}
+	p.st.Targets[1].Up = true
+	p.st.Queue.Length = 0
+	want = `
+# HELP felix_queue_length Calls waiting for a free target.
+# TYPE felix_queue_length gauge
+felix_queue_length 0
+# HELP felix_target_up 1 while a target may take calls, 0 while it is left out (failed health probe or cooldown after a call got no answer).
+# TYPE felix_target_up gauge
+felix_target_up{target="http://gpu1:7860"} 1
+felix_target_up{target="http://gpu2:7860"} 1
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want), "felix_queue_length", "felix_target_up"); err != nil {
+		t.Errorf("after the pool changed: %v", err)
+	}
 }

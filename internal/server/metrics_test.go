@@ -19,6 +19,7 @@ import (
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	backend "github.com/felix-gateway/felix/internal/target"
 )
 
 // metricsFelix is a Felix with every layer reporting to one set of
@@ -35,8 +36,10 @@ func metricsFelix(t *testing.T, db string) (*felix, *failingSettle) {
 	})
 	tg := newTarget(t)
 	u, _ := url.Parse(tg.URL)
+	pool := backend.New(backend.Options{URLs: []*url.URL{u}, Path: "/api/generate"})
+	m.ObservePool(pool)
 	srv := httptestServer(t, server.New(server.Options{
-		Quota: svc, Target: u, AdminToken: adminToken, TargetTimeout: time.Minute,
+		Quota: svc, Targets: pool, AdminToken: adminToken, TargetTimeout: time.Minute,
 		Limits: server.Limits{MaxBodyBytes: 4096}, Observer: m, Metrics: m.Handler(),
 	}))
 	return &felix{t: t, url: srv, target: tg, quota: svc, store: st}, st
@@ -136,6 +139,9 @@ func TestMetricsCountOutcomes(t *testing.T) {
 		f.store.Close()
 		call("store_unavailable", 503, generate(key)) // the reservation failed
 
+		if r := f.do("GET", "/metrics", nil); r.status != http.StatusUnauthorized {
+			t.Errorf("GET /metrics without the admin token: got %d, want 401", r.status)
+		}
 		families, text := f.scrape()
 		for _, outcome := range append([]string{metrics.Other}, server.Outcomes...) {
 			got, ok := sample(families, "felix_generate_requests_total", "outcome", outcome)
@@ -156,6 +162,14 @@ func TestMetricsCountOutcomes(t *testing.T) {
 			{"felix_release_failures_total", nil, 0},
 			{"felix_calls_open", nil, 0},
 			{"felix_recovered_calls_total", nil, 0},
+			// 7 calls went to the target: 3 successes, 2 target errors,
+			// the failed settle's and the one that got no answer.
+			{"felix_target_duration_seconds", []string{"target", f.target.URL}, 7},
+			{"felix_target_answered_total", []string{"target", f.target.URL}, 6},
+			{"felix_target_failures_total", []string{"target", f.target.URL}, 1},
+			{"felix_target_in_flight", []string{"target", f.target.URL}, 0},
+			{"felix_target_up", []string{"target", f.target.URL}, 1},
+			{"felix_queue_length", nil, 0},
 		} {
 			if got, ok := sample(families, c.name, c.labels...); !ok || got != c.want {
 				t.Errorf("%s%v: got %v (present %v), want %v", c.name, c.labels, got, ok, c.want)

@@ -13,6 +13,11 @@ type Observer interface {
 	// Generate is called once per POST /api/generate as it ends, with how
 	// it ended: one of Outcomes.
 	Generate(outcome string)
+	// Target is called once per target as the Server is built, with its
+	// base URL as configured; what it returns is called once per call sent
+	// to that target, with the time until its status line arrived or the
+	// call failed (not when the client left first).
+	Target(url string) func(elapsed time.Duration)
 }
 
 // generateRoute is the pattern whose requests are counted by outcome.
@@ -66,3 +71,4 @@ type nopObserver struct{}
 
 func (nopObserver) Route(string) func(int, time.Duration) { return func(int, time.Duration) {} }
 func (nopObserver) Generate(string)                       {}
+func (nopObserver) Target(string) func(time.Duration)     { return func(time.Duration) {} }

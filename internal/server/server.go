@@ -69,6 +69,9 @@ type Server struct {
 	attempts   *attempts // wrong admin tokens per address
 	obs        Observer
 	badFraming http.Handler // answers a request refused for its framing
+	// targetTime records, per target, how long a call took to its status
+	// line (see Observer.Target)
+	targetTime map[*target.Target]func(time.Duration)
 }
 
 // New returns a Server. Zero limits get the defaults of the SPEC.
@@ -112,6 +115,12 @@ func New(o Options) *Server {
 		ErrorHandler:   s.proxyError,
 		ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
 		BufferPool:     &bufferPool{},
+	}
+	if s.pool != nil {
+		s.targetTime = make(map[*target.Target]func(time.Duration), len(s.pool.Targets()))
+		for _, t := range s.pool.Targets() {
+			s.targetTime[t] = s.obs.Target(t.String())
+		}
 	}
 	s.mux = s.routes()
 	s.badFraming = s.observe(badFraming, s.adapt(func(_ http.ResponseWriter, r *http.Request) error { return r.Context().Value(refusedKey).(error) }))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/felix-gateway/felix/internal/target"
 )
@@ -48,7 +49,11 @@ func (f failover) RoundTrip(req *http.Request) (*http.Response, error) {
 	s := f.s
 	c := req.Context().Value(callKey).(*call)
 	for tries := 1; ; tries++ {
+		sent := time.Now()
 		resp, err := s.opts.Transport.RoundTrip(req)
+		if err == nil || req.Context().Err() == nil {
+			s.targetTime[c.slot.Target()](time.Since(sent))
+		}
 		if err == nil || !dialFailed(err) || req.Context().Err() != nil || tries >= len(s.pool.Targets()) {
 			return resp, err
 		}
