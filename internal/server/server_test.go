@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/felix-gateway/felix/internal/metrics"
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
@@ -89,11 +90,13 @@ func newFelixQuota(t testing.TB, databaseURL string, tg *target, qconf func(*quo
 
 // newFelixFull builds a Felix with every setting a test may change: the
 // quota options (qconf), the http.Server's (configureHTTP) and the
-// server's (configure); nil ones are left as they are.
+// server's (configure); nil ones are left as they are. Every layer reports
+// to one set of metrics, served at /metrics, as in felix serve.
 func newFelixFull(t testing.TB, databaseURL string, tg *target, qconf func(*quota.Options), configureHTTP func(*http.Server), configure ...func(*server.Options)) *felix {
 	t.Helper()
-	st := storetest.Open(t, databaseURL)
-	qo := quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test"}
+	m := metrics.New(metrics.Options{Outcomes: server.Outcomes, Targets: []string{tg.URL}})
+	st := storetest.OpenWith(t, databaseURL, store.Options{Observer: m})
+	qo := quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "test", Observer: m}
 	if qconf != nil {
 		qconf(&qo)
 	}
@@ -101,7 +104,7 @@ func newFelixFull(t testing.TB, databaseURL string, tg *target, qconf func(*quot
 	u, _ := url.Parse(tg.URL)
 	o := server.Options{
 		Quota: svc, Target: u, TargetKey: "target-secret", AdminToken: adminToken,
-		TargetTimeout: 2 * time.Second,
+		TargetTimeout: 2 * time.Second, Observer: m, Metrics: m.Handler(),
 	}
 	for _, c := range configure {
 		c(&o)
