@@ -135,3 +135,25 @@ felix_target_up{target="http://gpu2:7860"} 1
 		t.Errorf("after the pool changed: %v", err)
 	}
 }
+
+// BenchmarkRequest is what the metrics cost one generate call: the
+// route's and the outcome's counters, two latency histograms, the calls
+// open gauge, and its share of a group commit of 8 writes.
+func BenchmarkRequest(b *testing.B) {
+	m := New(Options{Outcomes: []string{"success"}, Targets: []string{"http://gpu1:7860"}})
+	record := m.Route("POST /api/generate")
+	target := m.Target("http://gpu1:7860")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for i := 0; pb.Next(); i++ {
+			m.CallOpened()
+			target(time.Second)
+			m.CallClosed()
+			record(200, time.Second)
+			m.Generate("success")
+			if i%4 == 0 { // two writes per call, eight per commit
+				m.GroupCommitted(8, time.Millisecond, nil)
+			}
+		}
+	})
+}

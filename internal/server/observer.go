@@ -7,8 +7,9 @@ import "time"
 // request path, concurrently, so they must be cheap.
 type Observer interface {
 	// Route is called once per route as the Server is built, with the
-	// route's pattern ("unmatched" for requests no route takes); what it
-	// returns is called once per request of that route as it ends.
+	// route's pattern ("unmatched" for requests no route takes,
+	// "bad_framing" for those refused before routing); what it returns is
+	// called once per request of that route as it ends.
 	Route(pattern string) func(status int, elapsed time.Duration)
 	// Generate is called once per POST /api/generate as it ends, with how
 	// it ended: one of Outcomes.
