@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -17,6 +16,7 @@ import (
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/testnet"
 )
 
 // TestTargetFaults: for each way a target can fail, the client's status
@@ -82,12 +82,7 @@ func TestTargetFaults(t *testing.T) {
 
 func TestTargetRefusesConnections(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead, _ := url.Parse("http://" + ln.Addr().String())
-		ln.Close() // nothing listens there now
+		dead, _ := url.Parse(testnet.RefusedURL(t))
 		f := newFelix(t, db, func(o *server.Options) { o.Target = dead })
 		key := f.createKey(3)
 		f.wantError(f.generate(key), http.StatusBadGateway, "upstream_unreachable")

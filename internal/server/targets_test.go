@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,6 +20,7 @@ import (
 	"github.com/felix-gateway/felix/internal/store/storetest"
 	backend "github.com/felix-gateway/felix/internal/target"
 	"github.com/felix-gateway/felix/internal/target/targettest"
+	"github.com/felix-gateway/felix/internal/testnet"
 )
 
 // farm is the set of fake GPUs of one test. It records every call that
@@ -148,12 +148,7 @@ func fail500(w http.ResponseWriter, r *http.Request) {
 
 // refusing returns a URL where nothing listens.
 func refusing(t *testing.T) *url.URL {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, _ := url.Parse("http://" + ln.Addr().String())
-	ln.Close()
+	u, _ := url.Parse(testnet.RefusedURL(t))
 	return u
 }
 

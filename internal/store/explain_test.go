@@ -2,7 +2,6 @@ package store_test
 
 import (
 	"context"
-	"net"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -11,19 +10,8 @@ import (
 
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/testnet"
 )
-
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // TestExplain: what an operator reads when the store cannot be opened is
 // one line that says what the database said and what to change, once,
@@ -42,7 +30,7 @@ func TestExplain(t *testing.T) {
 		edit(u)
 		return u.String()
 	}
-	refused := closedAddr(t)
+	refused := testnet.RefusedAddr(t)
 	cases := []struct {
 		name, url string
 		want      []string // in the explanation
