@@ -1,6 +1,7 @@
 package server
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 
@@ -134,10 +135,13 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 // needs: a read-only, locked or full store fails them all (503
 // store_read_only or store_unavailable). Each poll costs one tiny, bounded
 // probe, shared by the polls that arrive while it runs (see
-// internal/store/health.go).
+// internal/store/health.go). A 503 here is logged as a warning, not as a
+// failed request: the answer is the report, and load balancers poll it
+// every few seconds for as long as the store is down.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if err := s.quota.Writable(r.Context()); err != nil {
-		return err
+		s.writeErrorAt(w, r, err, slog.LevelWarn, "not ready")
+		return nil
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": "ok"})
 	return nil

@@ -118,6 +118,11 @@ func toAPIError(err error) *apiError {
 // A client that has left gets no answer and is logged as such, not as a
 // failure: its request context ends whatever store call was waiting.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeErrorAt(w, r, err, slog.LevelError, "request failed")
+}
+
+// writeErrorAt is writeError logging a server-side cause at level, as msg.
+func (s *Server) writeErrorAt(w http.ResponseWriter, r *http.Request, err error, level slog.Level, msg string) {
 	if errors.Is(err, errClientGone) || r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		setOutcome(r.Context(), "client_gone")
 		return
@@ -125,7 +130,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	ae := toAPIError(err)
 	setOutcome(r.Context(), ae.code)
 	if ae.status >= 500 {
-		s.log.LogAttrs(r.Context(), slog.LevelError, "request failed",
+		s.log.LogAttrs(r.Context(), level, msg,
 			slog.String("request_id", requestID(r.Context())), slog.Int("status", ae.status), slog.String("err", err.Error()))
 	}
 	for name, values := range ae.header {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/felix-gateway/felix/internal/server"
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/syncbuf"
 )
 
 // readOnlyStore refuses writes, as a store on a PostgreSQL standby does,
@@ -46,13 +48,23 @@ func TestStoreReadOnly(t *testing.T) {
 		svc := quota.NewService(quota.Options{Ledger: st, Keys: st, Usage: st, Owner: "a"})
 		tg := newTarget(t)
 		u, _ := url.Parse(tg.URL)
-		srv := httptestServer(t, server.New(server.Options{Quota: svc, Target: u, AdminToken: adminToken}))
+		var logs syncbuf.Buffer
+		o := server.Options{Quota: svc, Target: u, AdminToken: adminToken}
+		logged(&logs)(&o)
+		srv := httptestServer(t, server.New(o))
 		f := &felix{t: t, url: srv, target: tg, quota: svc, store: st}
 		key := f.createKey(3)
 
 		st.on.Store(true)
 		f.wantError(f.generate(key), http.StatusServiceUnavailable, "store_read_only")
+		before := len(logs.String())
 		f.wantError(f.do("GET", "/readyz", nil), http.StatusServiceUnavailable, "store_read_only")
+		// A load balancer polls /readyz every few seconds: its 503 is a
+		// warning, not one more failed request.
+		waitFor(t, func() bool { return strings.Contains(logs.String()[before:], `"msg":"not ready"`) })
+		if polled := logs.String()[before:]; strings.Contains(polled, `"level":"ERROR"`) || !strings.Contains(polled, `"level":"WARN","msg":"not ready"`) {
+			t.Errorf("/readyz's 503 logged as:\n%s\nwant a WARN \"not ready\" and no ERROR", polled)
+		}
 		if n := f.target.calls.Load(); n != 0 {
 			t.Errorf("target called %d times by a Felix on a read-only store", n)
 		}
