@@ -25,3 +25,7 @@ func TurnReadOnly(ctx context.Context, s Store) error {
 	}
 	return fmt.Errorf("TurnReadOnly: unknown store %T", s)
 }
+
+// TurnLock is the advisory lock the group commits of every Felix process
+// on a PostgreSQL database take turns on.
+const TurnLock = pgTurnLock

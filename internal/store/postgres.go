@@ -245,22 +245,36 @@ const (
 		SELECT id FROM c`
 )
 
-// pgTurnLock is the transaction-level advisory lock (with the oid of
-// Felix's calls table, so that Felix schemas in one database do not share
-// it) that the group commits of every Felix process on a database take
-// turns on.
+// pgTurnLock is the advisory lock (with the oid of Felix's calls table,
+// so that Felix schemas in one database do not share it) that the group
+// commits of every Felix process on a database take turns on.
 const pgTurnLock = 0x46656c78 // "Felx"
+
+// pgTakeTurn and pgGiveTurn take and give up the turn: a session-level
+// advisory lock, so that a group can give it up before its COMMIT.
+const (
+	pgTakeTurn = "SELECT pg_advisory_lock($1, 'calls'::regclass::oid::int)"
+	pgGiveTurn = "SELECT pg_advisory_unlock($1, 'calls'::regclass::oid::int)"
+)
 
 // turn waits until no other process's group commit holds the turn, and
 // takes it for the next group: a connection in a transaction holding
-// pgTurnLock, which commitGroup commits. Writes keep queuing while a
-// process waits, so that its next group takes all of them: several
-// instances then make hardly more commits than one, where each sending its
-// group at once and waiting for the other's key rows made one commit per
-// instance for the same calls. The groups also no longer queue on each
-// other's key rows. A process that stalls while holding the turn loses it
-// after a second (idle_in_transaction_session_timeout), so that it cannot
-// hold up the others longer than that.
+// pgTurnLock. Writes keep queuing while a process waits, so that its next
+// group takes all of them: several instances then make hardly more commits
+// than one, where each sending its group at once and waiting for the
+// other's key rows made one commit per instance for the same calls.
+//
+// A group gives the turn up once its statements have run, just before its
+// COMMIT (see commitGroup): the next process's group is then on the server
+// already, waiting for the key rows it shares with the committing group,
+// and runs the moment that commit has reached the disk, instead of being
+// sent only after the commit's answer came back. Exactness rests on the
+// key rows' locks, which every group takes in id order, not on the turn.
+//
+// A process that stalls while holding the turn loses it after a second:
+// idle_in_transaction_session_timeout ends its session, and with it the
+// lock. On any failure the turn's connection is closed, which ends the
+// session too: a connection back in the pool never holds the turn.
 func (p *Postgres) turn(ctx context.Context) (end func(), err error) {
 	c, err := p.pool.Acquire(ctx)
 	if err != nil {
@@ -269,9 +283,9 @@ func (p *Postgres) turn(ctx context.Context) (end func(), err error) {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue("SET LOCAL idle_in_transaction_session_timeout = 1000")
-	b.Queue("SELECT pg_advisory_xact_lock($1, 'calls'::regclass::oid::int)", int32(pgTurnLock))
+	b.Queue(pgTakeTurn, int32(pgTurnLock))
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
-		c.Release() // in a transaction still: the pool closes it
+		closeConn(c) // the lock may have been granted as ctx ended
 		return nil, err
 	}
 	p.turnConn = c
@@ -281,23 +295,45 @@ func (p *Postgres) turn(ctx context.Context) (end func(), err error) {
 // errNoWrite ends a turn that had no write to commit.
 var errNoWrite = errors.New("no write left to commit")
 
-// endTurn gives the turn up; after a failed commit (err) it rolls back.
+// endTurn ends the turn's transaction. After a commit (err == nil) the
+// turn was given up already; with no write to commit (errNoWrite) it gives
+// the turn up and rolls back; after a failure, whether the turn was given
+// up is unknown, and the connection is closed.
 func (p *Postgres) endTurn(err error) {
 	c := p.turnConn
 	p.turnConn = nil
-	if err != nil && c.Conn().PgConn().TxStatus() != 'I' {
+	switch {
+	case err == nil:
+		c.Release()
+		return
+	case errors.Is(err, errNoWrite):
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c.Exec(ctx, "ROLLBACK")
-		cancel()
+		defer cancel()
+		b := &pgx.Batch{}
+		b.Queue(pgGiveTurn, int32(pgTurnLock))
+		b.Queue("ROLLBACK")
+		if b := c.SendBatch(ctx, b); b.Close() == nil {
+			c.Release()
+			return
+		}
 	}
-	c.Release() // still in a transaction if the rollback failed: the pool closes it
+	closeConn(c)
+}
+
+// closeConn closes a pooled connection and gives it back, so that the
+// pool drops it; its session ends, and every lock it held with it.
+func closeConn(c *pgxpool.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c.Conn().Close(ctx)
+	c.Release()
 }
 
 // commitGroup runs a group of writes in the transaction of its turn, as
 // one pipelined batch that ends with COMMIT: one round trip and one WAL
 // flush for all. It locks the group's keys first (pgLockKeys), then runs
 // each reserve, then all settles in one statement and all releases in
-// another.
+// another, then gives the turn up (see turn) and commits.
 func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results []callResult) (err error) {
 	if p.turnConn == nil {
 		return errors.New("store: postgres group: no turn taken")
@@ -348,6 +384,7 @@ func (p *Postgres) commitGroup(ctx context.Context, writes []callWrite, results 
 	if len(releases.idx) > 0 {
 		b.Queue(pgRelease, releases.ids, releases.statuses, releases.ats, releases.targets).Query(releases.collect(results))
 	}
+	b.Queue(pgGiveTurn, int32(pgTurnLock))
 	b.Queue("COMMIT")
 	return p.turnConn.SendBatch(ctx, b).Close()
 }
