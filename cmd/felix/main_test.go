@@ -18,6 +18,8 @@ import (
 
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/syncbuf"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // result is what one command line did.
@@ -165,7 +167,7 @@ func TestBareDatabasePath(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, lookup, io.Discard, &logs) }()
 	var addr string
-	for deadline := time.Now().Add(30 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
+	if !testwait.For(30*time.Second, func() bool {
 		for line := range strings.Lines(logs.String()) {
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "felix listening" {
@@ -177,9 +179,9 @@ func TestBareDatabasePath(t *testing.T) {
 			t.Fatalf("serve with DATABASE_URL=./data/felix.db stopped: %v\n%s", err, logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve with DATABASE_URL=./data/felix.db did not start within 30s:\n%s", logs.String())
-		}
+		return addr != ""
+	}) {
+		t.Fatalf("serve with DATABASE_URL=./data/felix.db did not start within 30s:\n%s", logs.String())
 	}
 	resp, err := http.Get("http://" + addr + "/readyz")
 	if err != nil || resp.StatusCode != http.StatusOK {
@@ -332,7 +334,7 @@ func TestDemo(t *testing.T) {
 	go func() { done <- dispatch(ctx, e, []string{"demo", "--addr", "127.0.0.1:0"}) }()
 
 	var page, key, token string
-	for deadline := time.Now().Add(30 * time.Second); key == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	testwait.For(30*time.Second, func() bool {
 		sc := bufio.NewScanner(strings.NewReader(out.String()))
 		for sc.Scan() {
 			f := strings.Fields(sc.Text())
@@ -345,7 +347,8 @@ func TestDemo(t *testing.T) {
 				key = f[2]
 			}
 		}
-	}
+		return key != ""
+	})
 	if page == "" || key == "" || token == "" {
 		t.Fatalf("demo did not print a page, token and key:\n%s", out.String())
 	}

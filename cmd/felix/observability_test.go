@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/felix-gateway/felix/internal/syncbuf"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // serving is a `felix serve` running in this process.
@@ -42,16 +43,16 @@ func serve(t *testing.T, environ map[string]string, want ...string) serving {
 	})
 	lookup := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
 	go func() { done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0"}, lookup, io.Discard, s.logs) }()
-	for deadline := time.Now().Add(30 * time.Second); len(s.addrs) < len(want); time.Sleep(10 * time.Millisecond) {
+	if !testwait.For(30*time.Second, func() bool {
 		for line := range strings.Lines(s.logs.String()) {
 			var rec struct{ Msg, Addr string }
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Addr != "" {
 				s.addrs[rec.Msg] = rec.Addr
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not log %v within 30s:\n%s", want, s.logs.String())
-		}
+		return len(s.addrs) >= len(want)
+	}) {
+		t.Fatalf("serve did not log %v within 30s:\n%s", want, s.logs.String())
 	}
 	return s
 }

@@ -19,6 +19,8 @@ import (
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 
 	"github.com/felix-gateway/felix/internal/store"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // book is what the test knows about one key: what the operator did to it
@@ -266,16 +268,11 @@ func (l *ledger) longestHeld(t testing.TB, ids []int64) time.Duration {
 func (l *ledger) waitNoOpenCalls(t testing.TB, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		n := l.openCalls(t)
-		if n == 0 {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("%d calls still open %s later: orphaned reservations were not released", n, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var n int64
+	if !testwait.For(timeout, func() bool { n = l.openCalls(t); return n == 0 }) {
+		t.Fatalf("%d calls still open %s later: orphaned reservations were not released", n, timeout)
 	}
+	return time.Since(start)
 }
 
 // statesOf counts the calls of the given request IDs by state.

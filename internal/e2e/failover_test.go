@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // failoverRounds is the fault schedule of TestPostgresFailover: a crashed
@@ -103,17 +104,16 @@ func TestPostgresFailover(t *testing.T) {
 	// most 20 s, and returns when the first of them arrived.
 	progress := func(n int64, what string) time.Time {
 		t.Helper()
-		start, base := time.Now(), ok200.Load()
+		base := ok200.Load()
 		var first time.Time
-		for ok200.Load() < base+n {
+		if !testwait.For(20*time.Second, func() bool {
 			if first.IsZero() && ok200.Load() > base {
 				first = time.Now()
 			}
-			if time.Since(start) > 20*time.Second {
-				stopLoad()
-				t.Fatalf("%s: %d answers 200 in 20s, want %d: felix does not recover by itself", what, ok200.Load()-base, n)
-			}
-			time.Sleep(5 * time.Millisecond)
+			return ok200.Load() >= base+n
+		}) {
+			stopLoad()
+			t.Fatalf("%s: %d answers 200 in 20s, want %d: felix does not recover by itself", what, ok200.Load()-base, n)
 		}
 		if first.IsZero() {
 			first = time.Now()
@@ -213,13 +213,13 @@ func waitReadyz(t *testing.T, f *felix, status int, code, when string) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	var got int
 	var gotCode string
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	if testwait.For(15*time.Second, func() bool {
 		var e struct{ Code string }
 		got, _ = getJSON(hc, f.URL+"/readyz", "", &e)
 		gotCode = e.Code
-		if got == status && (code == "" || gotCode == code) {
-			return
-		}
+		return got == status && (code == "" || gotCode == code)
+	}) {
+		return
 	}
 	t.Fatalf("/readyz %s: got %d %q for 15s, want %d %q", when, got, gotCode, status, code)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // adminToken is the ADMIN_TOKEN every felix process of these tests gets.
@@ -162,11 +163,10 @@ func spawnFelix(t testing.TB, o felixOptions, addr string) (*felix, error) {
 // it answers 200. It fails if the process exits.
 func (f *felix) waitReady(timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(timeout)
-	listening := false
-	for {
-		if !f.running() {
-			return fmt.Errorf("felix %s exited before it was ready (%s):\n%s", f.opts.Instance, f.cmd.ProcessState, f.logTail(30))
+	listening, exited, ready := false, false, false
+	testwait.For(timeout, func() bool {
+		if exited = !f.running(); exited {
+			return true
 		}
 		if !listening {
 			listening = len(f.logRecords("felix listening")) > 0
@@ -174,16 +174,18 @@ func (f *felix) waitReady(timeout time.Duration) error {
 		if listening {
 			if resp, err := hc.Get(f.URL + "/readyz"); err == nil {
 				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return nil
-				}
+				ready = resp.StatusCode == http.StatusOK
 			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("felix %s not ready after %s:\n%s", f.opts.Instance, timeout, f.logTail(30))
-		}
-		time.Sleep(20 * time.Millisecond)
+		return ready
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("felix %s exited before it was ready (%s):\n%s", f.opts.Instance, f.cmd.ProcessState, f.logTail(30))
+	case !ready:
+		return fmt.Errorf("felix %s not ready after %s:\n%s", f.opts.Instance, timeout, f.logTail(30))
 	}
+	return nil
 }
 
 func (f *felix) running() bool {
@@ -284,12 +286,8 @@ func (f *felix) logRecords(msg string) []map[string]any {
 
 // waitLog waits until the process has logged msg.
 func (f *felix) waitLog(msg string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for len(f.logRecords(msg)) == 0 {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("felix %s did not log %q within %s:\n%s", f.opts.Instance, msg, timeout, f.notableLog(20))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testwait.For(timeout, func() bool { return len(f.logRecords(msg)) > 0 }) {
+		return fmt.Errorf("felix %s did not log %q within %s:\n%s", f.opts.Instance, msg, timeout, f.notableLog(20))
 	}
 	return nil
 }

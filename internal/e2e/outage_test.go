@@ -13,6 +13,7 @@ import (
 
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestStoreOutage cuts felix off its PostgreSQL under load: felix must say
@@ -90,15 +91,13 @@ func TestStoreOutage(t *testing.T) {
 		code, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
 		return code, e.Code
 	}
-	for {
-		code, errCode := ready()
-		if code == http.StatusServiceUnavailable && errCode == "store_unavailable" {
-			break
-		}
-		if time.Since(cutAt) > 5*time.Second {
-			t.Fatalf("/readyz still answers %d %q 5s into the outage, want 503 store_unavailable", code, errCode)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var code int
+	var errCode string
+	if !testwait.For(5*time.Second, func() bool {
+		code, errCode = ready()
+		return code == http.StatusServiceUnavailable && errCode == "store_unavailable"
+	}) {
+		t.Fatalf("/readyz still answers %d %q 5s into the outage, want 503 store_unavailable", code, errCode)
 	}
 	notReadyAfter := time.Since(cutAt)
 	// Probe until both the probes and the background load have sent
@@ -249,25 +248,21 @@ func TestStoreStall(t *testing.T) {
 func waitRecovery(t *testing.T, hc *http.Client, f *felix, b *book, what string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		a := generate(context.Background(), hc, f.URL, b.key)
+	var a answer
+	if !testwait.For(15*time.Second, func() bool {
+		a = generate(context.Background(), hc, f.URL, b.key)
 		b.record(a)
-		if a.status == http.StatusOK {
-			return time.Since(start)
-		}
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("felix does not recover 15s after %s: last answer %v", what, a)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return a.status == http.StatusOK
+	}) {
+		t.Fatalf("felix does not recover 15s after %s: last answer %v", what, a)
 	}
+	return time.Since(start)
 }
 
 // waitUntil polls cond until it holds, for at most timeout.
 func waitUntil(timeout time.Duration, cond func() bool) error {
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("condition not met within %s", timeout)
-		}
+	if !testwait.For(timeout, cond) {
+		return fmt.Errorf("condition not met within %s", timeout)
 	}
 	return nil
 }

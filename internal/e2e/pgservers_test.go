@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // pgServers builds throwaway PostgreSQL servers for failover tests with
@@ -220,16 +222,12 @@ func (s *pgServers) makeSync(primary *pgNode) {
 	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", primary.addr()))
 	s.must(err)
 	defer conn.Close(ctx)
-	for {
+	if !testwait.For(30*time.Second, func() bool {
 		var n int
-		err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'`).Scan(&n)
-		if err == nil && n > 0 {
-			return
-		}
-		if ctx.Err() != nil {
-			s.t.Fatalf("no synchronous standby of %s after 30s (%v)", primary.name, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'`).Scan(&n)
+		return err == nil && n > 0
+	}) {
+		s.t.Fatalf("no synchronous standby of %s after 30s (%v)", primary.name, err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestPoliciesAcrossInstances: two felix processes on one PostgreSQL
@@ -146,11 +147,7 @@ func TestPoliciesAcrossInstances(t *testing.T) {
 		refilled := func() int64 {
 			return l.count(t, fmt.Sprintf(`SELECT count(*) FROM key_events WHERE key_id = %d AND action = 'refilled'`, id))
 		}
-		for deadline := time.Now().Add(10 * time.Second); refilled() == 0; time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("no instance applied the due refill")
-			}
-		}
+		testwait.Until(t, 10*time.Second, "an instance to apply the due refill", func() bool { return refilled() > 0 })
 		// A second application would need the refill to be due again: it
 		// is conditional on refill_next_at, which the first moved to the
 		// next midnight (the race of two instances at once is the store

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestShutdownDrainsQueue: on SIGTERM, calls waiting for a target (one
@@ -81,12 +82,10 @@ func TestShutdownDrainsQueue(t *testing.T) {
 func waitQueueLength(t *testing.T, hc *http.Client, f *felix, n int) {
 	t.Helper()
 	var got struct{ Queue struct{ Length int } }
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if status, err := getJSON(hc, f.URL+"/api/targets", adminToken, &got); err == nil && status == http.StatusOK && got.Queue.Length == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls queued after 10s, want %d", got.Queue.Length, n)
-		}
+	if !testwait.For(10*time.Second, func() bool {
+		status, err := getJSON(hc, f.URL+"/api/targets", adminToken, &got)
+		return err == nil && status == http.StatusOK && got.Queue.Length == n
+	}) {
+		t.Fatalf("%d calls queued after 10s, want %d", got.Queue.Length, n)
 	}
 }

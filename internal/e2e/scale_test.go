@@ -16,6 +16,8 @@ import (
 
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestTwoInstancesNoDeadlock runs two felix processes on one PostgreSQL
@@ -163,20 +165,15 @@ func newDatabase(t *testing.T) *testDatabase {
 // its statistics about once a second while busy, and as it exits.
 func (d *testDatabase) deadlocksWhenGone(t *testing.T, timeout time.Duration) int64 {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var sessions int
+	var sessions int
+	if !testwait.For(timeout, func() bool {
 		err := d.admin.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2`, d.name, felixApp).Scan(&sessions)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if sessions == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d felix sessions still connected to %s %s after the processes exited", sessions, d.name, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return sessions == 0
+	}) {
+		t.Fatalf("%d felix sessions still connected to %s %s after the processes exited", sessions, d.name, timeout)
 	}
 	var n int64
 	if err := d.admin.QueryRow(`SELECT deadlocks FROM pg_stat_database WHERE datname = $1`, d.name).Scan(&n); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestGracefulShutdown is the SPEC's graceful shutdown: on SIGTERM felix
@@ -125,12 +126,8 @@ func sendInFlight(t *testing.T, hc *http.Client, f *felix, tgt *fakeTarget, b *b
 	for i := range answers {
 		wg.Go(func() { answers[i] = generate(context.Background(), hc, f.URL, b.key) })
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for tgt.hits.Load() < int64(n) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d requests reached the target within 10s", tgt.hits.Load(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !testwait.For(10*time.Second, func() bool { return tgt.hits.Load() >= int64(n) }) {
+		t.Fatalf("only %d of %d requests reached the target within 10s", tgt.hits.Load(), n)
 	}
 	return answers, wg
 }

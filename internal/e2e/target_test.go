@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // targetImage is the body the fake target answers 200 with.
@@ -80,10 +82,8 @@ func (ft *fakeTarget) release() {
 
 // waitHeld waits until the target holds at least one answer back.
 func (ft *fakeTarget) waitHeld(timeout time.Duration) error {
-	for deadline := time.Now().Add(timeout); ft.held.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the target held no request within %s", timeout)
-		}
+	if !testwait.For(timeout, func() bool { return ft.held.Load() > 0 }) {
+		return fmt.Errorf("the target held no request within %s", timeout)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/felix-gateway/felix/internal/quota"
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // newService returns a Service on a fresh store of db, with its options
@@ -139,19 +141,14 @@ func TestLockedAcrossStoreTimeout(t *testing.T) {
 		}
 		// Recovery releases the withheld calls once their hold is over:
 		// never charged.
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		testwait.Until(t, 10*time.Second, "the withheld calls to be released after their hold", func() bool {
 			if _, err := svc.ReleaseExpired(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if k := keyState(t, svc, key); k.ReservedCalls == 0 {
-				if k.SuccessfulCalls != 0 || k.RemainingCalls != 100 {
-					t.Errorf("after recovery: successful %d, remaining %d; want 0 and 100", k.SuccessfulCalls, k.RemainingCalls)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the withheld calls were not released after their hold")
-			}
+			return keyState(t, svc, key).ReservedCalls == 0
+		})
+		if k := keyState(t, svc, key); k.SuccessfulCalls != 0 || k.RemainingCalls != 100 {
+			t.Errorf("after recovery: successful %d, remaining %d; want 0 and 100", k.SuccessfulCalls, k.RemainingCalls)
 		}
 	})
 }

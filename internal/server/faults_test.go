@@ -17,6 +17,7 @@ import (
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
 	"github.com/felix-gateway/felix/internal/testnet"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestTargetFaults: for each way a target can fail, the client's status
@@ -300,10 +301,5 @@ func TestSettleFails(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatal("condition not met within 5s")
+	testwait.Until(t, 5*time.Second, "the condition", cond)
 }

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // A fake write: its value, and whether it fails. The fake commit's result
@@ -54,11 +56,8 @@ var errBadWrite = errors.New("bad write")
 // waitQueued waits until exactly n writes are queued.
 func waitQueued[W, R any](t *testing.T, g *group[W, R], n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); g.queued() != n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes queued, want %d", g.queued(), n)
-		}
-		time.Sleep(time.Millisecond)
+	if !testwait.For(10*time.Second, func() bool { return g.queued() == n }) {
+		t.Fatalf("%d writes queued, want %d", g.queued(), n)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestReadOnlyMarks: the errors of a store that refuses writes, and only
@@ -68,9 +69,7 @@ func TestProbeShare(t *testing.T) {
 
 	first := make(chan error, 1)
 	go func() { first <- p.check(ctx, probe) }()
-	for probes.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, "the first probe", func() bool { return probes.Load() > 0 })
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
 	for range 20 {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // turnGroup returns a group whose turn counts its calls and, on the first
@@ -132,11 +134,7 @@ func TestGroupTurnGivenUp(t *testing.T) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
 	tg.release()
-	for deadline := time.Now().Add(10 * time.Second); tg.ends.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the turn was never given up")
-		}
-	}
+	testwait.Until(t, 10*time.Second, "the turn to be given up", func() bool { return tg.ends.Load() > 0 })
 	if got := tg.commits(); len(got) != 0 {
 		t.Errorf("commits of %v writes, want none", got)
 	}

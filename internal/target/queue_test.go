@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/target"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 type acquired struct {
@@ -53,12 +54,7 @@ func waitQueued(t *testing.T, p *target.Pool, n int) {
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting after 10s for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, what, cond)
 }
 
 // TestFairQueue: waiting calls are served round-robin between keys and in

@@ -19,7 +19,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
@@ -27,6 +26,8 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/felix-gateway/felix/internal/quota"
+
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // The widths every page is checked and photographed at: a laptop and a
@@ -574,26 +575,23 @@ func generate(t *testing.T, base, key string) int {
 // readDownloadedCSV waits for the one .csv file in dir and parses it.
 func readDownloadedCSV(t *testing.T, dir string) [][]string {
 	t.Helper()
-	deadline := time.Now().Add(stepTimeout)
-	for {
-		files, _ := filepath.Glob(filepath.Join(dir, "felix-usage-*.csv"))
-		if len(files) == 1 {
-			b, err := os.ReadFile(files[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			records, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
-			if err != nil {
-				t.Fatalf("the downloaded %s is not CSV: %v", filepath.Base(files[0]), err)
-			}
-			return records
-		}
-		if time.Now().After(deadline) {
-			entries, _ := os.ReadDir(dir)
-			t.Fatalf("no felix-usage-*.csv in the download folder after %v (it holds %v)", stepTimeout, entries)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var files []string
+	if !testwait.For(stepTimeout, func() bool {
+		files, _ = filepath.Glob(filepath.Join(dir, "felix-usage-*.csv"))
+		return len(files) == 1
+	}) {
+		entries, _ := os.ReadDir(dir)
+		t.Fatalf("no felix-usage-*.csv in the download folder after %v (it holds %v)", stepTimeout, entries)
 	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil {
+		t.Fatalf("the downloaded %s is not CSV: %v", filepath.Base(files[0]), err)
+	}
+	return records
 }
 
 func mustInt(t *testing.T, s string) int64 {

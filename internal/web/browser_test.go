@@ -31,6 +31,7 @@ import (
 	"github.com/felix-gateway/felix/internal/store"
 	"github.com/felix-gateway/felix/internal/store/storetest"
 	"github.com/felix-gateway/felix/internal/syncbuf"
+	"github.com/felix-gateway/felix/internal/testwait"
 	"github.com/felix-gateway/felix/internal/web"
 )
 
@@ -361,13 +362,9 @@ func openBrowser(t *testing.T, browserPath string) *page {
 			p.dumpDiagnostics()
 		}
 		var err error
-		for range 50 {
-			if err = os.RemoveAll(profile); err == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !testwait.For(5*time.Second, func() bool { err = os.RemoveAll(profile); return err == nil }) {
+			t.Logf("remove browser profile: %v", err)
 		}
-		t.Logf("remove browser profile: %v", err)
 	})
 
 	started := time.Now()
