@@ -1,24 +1,29 @@
 package target
 
-import "time"
+import (
+	"container/list"
+	"time"
+)
 
 // waiter is one call waiting in the queue for a slot.
 type waiter struct {
-	kq         *keyQueue
-	prev, next *waiter       // neighbours in its key's FIFO
-	ready      chan struct{} // closed once slot or err is decided
-	slot       Slot
-	err        error
-	stop       func() bool // stops the queue timeout
-	queued     bool
+	kq    *keyQueue
+	elem  *list.Element // its place in its key's FIFO; nil once out of the queue
+	ready chan struct{} // closed once slot or err is decided
+	slot  Slot
+	err   error
+	stop  func() bool // stops the queue timeout
 }
+
+// queued reports whether w is still in the queue.
+func (w *waiter) queued() bool { return w.elem != nil }
 
 // keyQueue is the FIFO of one key's waiters, and that key's place in the
 // round of keys.
 type keyQueue struct {
-	key        string
-	head, tail *waiter
-	prev, next *keyQueue // neighbours in the round
+	key     string
+	waiters list.List     // of *waiter, oldest first
+	place   *list.Element // in the round
 }
 
 // fairQueue holds waiting calls, fair across keys: each turn serves the
@@ -27,9 +32,9 @@ type keyQueue struct {
 // call starts waiting and leaves it when it has no more waiting; the key
 // just served moves to the end. Every operation is O(1).
 type fairQueue struct {
-	keys        map[string]*keyQueue
-	first, last *keyQueue // the round: first is served next
-	n           int       // waiters, all keys together
+	keys  map[string]*keyQueue
+	round list.List // of *keyQueue; the front is served next
+	n     int       // waiters, all keys together
 }
 
 func newFairQueue() fairQueue { return fairQueue{keys: map[string]*keyQueue{}} }
@@ -39,31 +44,24 @@ func (q *fairQueue) push(key string, w *waiter) {
 	kq := q.keys[key]
 	if kq == nil {
 		kq = &keyQueue{key: key}
+		kq.place = q.round.PushBack(kq)
 		q.keys[key] = kq
-		q.appendKey(kq)
 	}
-	w.kq, w.prev, w.next = kq, kq.tail, nil
-	if kq.tail != nil {
-		kq.tail.next = w
-	} else {
-		kq.head = w
-	}
-	kq.tail = w
-	w.queued = true
+	w.kq, w.elem = kq, kq.waiters.PushBack(w)
 	q.n++
 }
 
 // pop removes and returns the waiter whose turn it is, or nil.
 func (q *fairQueue) pop() *waiter {
-	kq := q.first
-	if kq == nil {
+	front := q.round.Front()
+	if front == nil {
 		return nil
 	}
-	w := kq.head
+	kq := front.Value.(*keyQueue)
+	w := kq.waiters.Front().Value.(*waiter)
 	q.remove(w)
-	if kq.head != nil && q.last != kq { // still waiting: to the end of the round
-		q.removeKey(kq)
-		q.appendKey(kq)
+	if kq.waiters.Len() > 0 { // still waiting: to the end of the round
+		q.round.MoveToBack(kq.place)
 	}
 	return w
 }
@@ -71,46 +69,13 @@ func (q *fairQueue) pop() *waiter {
 // remove takes w out of the queue, wherever it is.
 func (q *fairQueue) remove(w *waiter) {
 	kq := w.kq
-	if w.prev != nil {
-		w.prev.next = w.next
-	} else {
-		kq.head = w.next
-	}
-	if w.next != nil {
-		w.next.prev = w.prev
-	} else {
-		kq.tail = w.prev
-	}
-	w.prev, w.next, w.queued = nil, nil, false
+	kq.waiters.Remove(w.elem)
+	w.elem = nil
 	q.n--
-	if kq.head == nil {
-		q.removeKey(kq)
+	if kq.waiters.Len() == 0 {
+		q.round.Remove(kq.place)
 		delete(q.keys, kq.key)
 	}
-}
-
-func (q *fairQueue) appendKey(kq *keyQueue) {
-	kq.prev, kq.next = q.last, nil
-	if q.last != nil {
-		q.last.next = kq
-	} else {
-		q.first = kq
-	}
-	q.last = kq
-}
-
-func (q *fairQueue) removeKey(kq *keyQueue) {
-	if kq.prev != nil {
-		kq.prev.next = kq.next
-	} else {
-		q.first = kq.next
-	}
-	if kq.next != nil {
-		kq.next.prev = kq.prev
-	} else {
-		q.last = kq.prev
-	}
-	kq.prev, kq.next = nil, nil
 }
 
 // decide settles a waiter that has left the queue: it gets slot or err.

@@ -232,7 +232,7 @@ func (p *Pool) Acquire(ctx context.Context, key string) (Slot, error) {
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	if w.queued {
+	if w.queued() {
 		p.queue.remove(w)
 		w.decide(Slot{}, ctx.Err())
 		p.mu.Unlock()
@@ -263,7 +263,7 @@ func (p *Pool) refusal(now time.Time) error {
 func (p *Pool) expire(w *waiter) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if w.queued {
+	if w.queued() {
 		p.queue.remove(w)
 		w.decide(Slot{}, &BusyError{Err: ErrQueueTimeout, RetryAfter: p.drainSeconds()})
 	}
