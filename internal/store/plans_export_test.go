@@ -2,6 +2,9 @@ package store
 
 import "fmt"
 
+// PGByIndex is what every group and sweep sets in its transaction.
+const PGByIndex = pgByIndex
+
 // PGStatements are the PostgreSQL statements whose plans the tests of
 // package store_test check, by name, with their parameters' SQL types.
 var PGStatements = []struct {

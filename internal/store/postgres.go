@@ -257,6 +257,18 @@ const (
 	pgGiveTurn = "SELECT pg_advisory_unlock($1, 'calls'::regclass::oid::int)"
 )
 
+// pgByIndex is set in the transaction of every group, so that its
+// statements find calls and keys by index whatever the statistics say.
+// pgx prepares each statement once per connection, and PostgreSQL may keep
+// one generic plan for it; a plan made while calls was small (a new
+// database before autovacuum's first ANALYZE, or for good with autovacuum
+// off) reads the whole table on every settle as it grows: in BenchmarkCall
+// 1.0–1.5 ms per group's settle statement instead of 0.25 ms, half the
+// throughput (docs/performance.md). The sweeps need no such setting: they
+// match the partial index calls_unfinished, which the planner takes even
+// on a small table (TestPlansWhenNew).
+const pgByIndex = "SET LOCAL enable_seqscan = off"
+
 // turn waits until no other process's group commit holds the turn, and
 // takes it for the next group: a connection in a transaction holding
 // pgTurnLock. Writes keep queuing while a process waits, so that its next
@@ -283,6 +295,7 @@ func (p *Postgres) turn(ctx context.Context) (end func(), err error) {
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue("SET LOCAL idle_in_transaction_session_timeout = 1000")
+	b.Queue(pgByIndex)
 	b.Queue(pgTakeTurn, int32(pgTurnLock))
 	if err := c.SendBatch(ctx, b).Close(); err != nil {
 		closeConn(c) // the lock may have been granted as ctx ended
