@@ -2,7 +2,7 @@ package store
 
 import "fmt"
 
-// PGByIndex is what every group and sweep sets in its transaction.
+// PGByIndex is what every group sets in its transaction.
 const PGByIndex = pgByIndex
 
 // PGStatements are the PostgreSQL statements whose plans the tests of
