@@ -31,14 +31,8 @@ func TestPlansWithHistory(t *testing.T) {
 	if testing.Short() {
 		t.Skipf("writes %d calls; skipped in -short mode", historyCalls)
 	}
-	databaseURL := storetest.URL(t, store.PostgresKind)
-	storetest.Open(t, databaseURL)
+	conn := planConn(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	// A year of settled calls and a few in flight, then the statistics
 	// autovacuum would gather.
 	for _, q := range []struct {
@@ -70,16 +64,39 @@ func TestPlansWithHistory(t *testing.T) {
 		"lock the keys of an owner's calls": {"now()", "'old'"},
 		"release an owner's calls":          {"now()", "'old'"},
 	}
-	// want: the indexes of calls each statement may use; it must use
-	// every one of them and never read calls whole.
-	byKey := []string{"calls_pkey"}
-	sweep := []string{"calls_unfinished"}
-	sweepAndUpdate := []string{"calls_pkey", "calls_unfinished"}
-	want := map[string][]string{
-		"settle": byKey, "settle a group": byKey, "release": byKey, "release a group": byKey,
-		"lock the keys of expired calls": sweep, "release expired calls": sweepAndUpdate,
-		"lock the keys of an owner's calls": sweep, "release an owner's calls": sweepAndUpdate,
+	checkPlans(t, conn, args)
+}
+
+// planConn opens a store on PostgreSQL (a schema of its own) and returns
+// a connection to it, closed when the test ends.
+func planConn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	databaseURL := storetest.URL(t, store.PostgresKind)
+	storetest.Open(t, databaseURL)
+	conn, err := pgx.Connect(context.Background(), databaseURL)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// callsIndexes are the indexes of calls each statement of
+// store.PGStatements may use (its group form too): it must use every one
+// of them and never read calls whole.
+var callsIndexes = map[string][]string{
+	"settle": {"calls_pkey"}, "release": {"calls_pkey"},
+	"lock the keys of expired calls": {"calls_unfinished"}, "release expired calls": {"calls_pkey", "calls_unfinished"},
+	"lock the keys of an owner's calls": {"calls_unfinished"}, "release an owner's calls": {"calls_pkey", "calls_unfinished"},
+}
+
+// checkPlans checks, for each statement of store.PGStatements (and its
+// " a group" form) that args has values for, that its custom and generic
+// plans read calls through callsIndexes only. Each plan is made in a
+// transaction that first runs settings, as a group's does.
+func checkPlans(t *testing.T, conn *pgx.Conn, args map[string][]string, settings ...string) {
+	t.Helper()
+	ctx := context.Background()
 	for _, st := range store.PGStatements {
 		for _, name := range []string{st.Name, st.Name + " a group"} {
 			a, ok := args[name]
@@ -88,10 +105,17 @@ func TestPlansWithHistory(t *testing.T) {
 			}
 			for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 				t.Run(name+"/"+mode, func(t *testing.T) {
+					for _, q := range append([]string{"BEGIN"}, settings...) {
+						if _, err := conn.Exec(ctx, q); err != nil {
+							t.Fatalf("%s: %v", q, err)
+						}
+					}
+					defer conn.Exec(ctx, "ROLLBACK")
+					want := callsIndexes[st.Name]
 					indexes, seqScans, outline := callsAccess(t, explain(t, conn, st.SQL, st.Params, a, mode))
-					if !slices.Equal(indexes, want[name]) || seqScans > 0 {
+					if !slices.Equal(indexes, want) || seqScans > 0 {
 						t.Errorf("reads calls through indexes %v and %d sequential scans, want %v and none; plan:\n%s",
-							indexes, seqScans, want[name], outline)
+							indexes, seqScans, want, outline)
 					}
 				})
 			}
@@ -162,53 +186,21 @@ func callsAccess(t *testing.T, plan string) (indexes []string, seqScans int, out
 // store.PGByIndex in their transaction (the test sets it too); the sweeps
 // match their partial index without it.
 func TestPlansWhenNew(t *testing.T) {
-	databaseURL := storetest.URL(t, store.PostgresKind)
-	storetest.Open(t, databaseURL)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, databaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := planConn(t)
 	for _, q := range []string{
 		`INSERT INTO api_key_stats (key_hash, key_prefix, remaining_calls, created_at, updated_at) VALUES ('h', 'fx_h', 100, now(), now())`,
 		`INSERT INTO calls (key_id, cost, owner, request_id, started_at, deadline) SELECT 1, 1, 'live', '', now(), now() + interval '150 seconds' FROM generate_series(1, 20)`,
 	} {
-		if _, err := conn.Exec(ctx, q); err != nil {
+		if _, err := conn.Exec(context.Background(), q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	args := map[string][]string{
+	checkPlans(t, conn, map[string][]string{
 		"settle":                            {"ARRAY[5,6,7]::bigint[]", "ARRAY[200,200,200]", "array_fill(now(), ARRAY[3])", "array_fill(current_date, ARRAY[3])", "array_fill('t'::text, ARRAY[3])"},
 		"release":                           {"ARRAY[5,6,7]::bigint[]", "ARRAY[502,502,502]", "array_fill(now(), ARRAY[3])", "array_fill('t'::text, ARRAY[3])"},
 		"lock the keys of expired calls":    {"now()"},
 		"release expired calls":             {"now()"},
 		"lock the keys of an owner's calls": {"now()", "'live'"},
 		"release an owner's calls":          {"now()", "'live'"},
-	}
-	want := map[string][]string{
-		"settle": {"calls_pkey"}, "release": {"calls_pkey"},
-		"lock the keys of expired calls": {"calls_unfinished"}, "release expired calls": {"calls_pkey", "calls_unfinished"},
-		"lock the keys of an owner's calls": {"calls_unfinished"}, "release an owner's calls": {"calls_pkey", "calls_unfinished"},
-	}
-	for _, st := range store.PGStatements {
-		a, ok := args[st.Name]
-		if !ok {
-			continue
-		}
-		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
-			t.Run(st.Name+"/"+mode, func(t *testing.T) {
-				for _, q := range []string{"BEGIN", store.PGByIndex} {
-					if _, err := conn.Exec(ctx, q); err != nil {
-						t.Fatalf("%s: %v", q, err)
-					}
-				}
-				defer conn.Exec(ctx, "ROLLBACK")
-				indexes, seqScans, outline := callsAccess(t, explain(t, conn, st.SQL, st.Params, a, mode))
-				if !slices.Equal(indexes, want[st.Name]) || seqScans > 0 {
-					t.Errorf("reads calls through indexes %v and %d sequential scans, want %v and none; plan:\n%s", indexes, seqScans, want[st.Name], outline)
-				}
-			})
-		}
-	}
+	}, store.PGByIndex)
 }

@@ -264,9 +264,9 @@ const (
 // database before autovacuum's first ANALYZE, or for good with autovacuum
 // off) reads the whole table on every settle as it grows: in BenchmarkCall
 // 1.0–1.5 ms per group's settle statement instead of 0.25 ms, and a
-// quarter more time per call (docs/performance.md). The sweeps need no such setting: they
-// match the partial index calls_unfinished, which the planner takes even
-// on a small table (TestPlansWhenNew).
+// quarter more time per call (docs/performance.md). The sweeps need no
+// such setting: they match the partial index calls_unfinished, which the
+// planner takes even on a small table (TestPlansWhenNew).
 const pgByIndex = "SET LOCAL enable_seqscan = off"
 
 // turn waits until no other process's group commit holds the turn, and
