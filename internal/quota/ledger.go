@@ -137,7 +137,7 @@ func (s *Service) withTimeout(ctx context.Context, f func(ctx context.Context) e
 
 func (r *Reservation) outcome(status int) Outcome {
 	now := r.s.nowUTC()
-	return Outcome{CallID: r.ID, KeyID: r.KeyID, Status: status, At: now, Day: r.s.Day(now), Target: r.Target}
+	return Outcome{CallID: r.ID, KeyID: r.KeyID, Cost: r.Cost, Status: status, At: now, Day: r.s.Day(now), Target: r.Target}
 }
 
 // ReleaseOwned releases every open call reserved under this Service's

@@ -249,6 +249,7 @@ func (a Admission) Admitted() bool { return a.CallID != 0 }
 type Outcome struct {
 	CallID int64
 	KeyID  int64     // the call's key, so that stores can lock keys in order
+	Cost   int64     // the call's cost, as its reservation returned it
 	Status int       // HTTP status from the target, 0 when none arrived
 	At     time.Time // when it ended
 	Day    string    // At's calendar day (YYYY-MM-DD) in the statistics time zone

@@ -38,7 +38,7 @@ func BenchmarkCall(b *testing.B) {
 					if err != nil || !a.Admitted() {
 						b.Fatal(a, err)
 					}
-					if err := s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: 200, At: now, Day: "2026-01-01"}); err != nil {
+					if err := s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Cost: a.Cost, Status: 200, At: now, Day: "2026-01-01"}); err != nil {
 						b.Fatal(err)
 					}
 				}

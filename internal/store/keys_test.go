@@ -226,7 +226,7 @@ func TestUsageLog(t *testing.T) {
 		failed := reserve(t, s, at(time.Hour))
 		open := reserve(t, s, at(2*time.Hour))
 		other := reserve(t, s, call("j", "a", t0))
-		finished := quota.Outcome{CallID: ok.CallID, KeyID: ok.KeyID, Status: 201, At: t0.Add(1500 * time.Millisecond), Day: "2026-03-01", Target: "http://gpu1"}
+		finished := quota.Outcome{CallID: ok.CallID, KeyID: ok.KeyID, Cost: ok.Cost, Status: 201, At: t0.Add(1500 * time.Millisecond), Day: "2026-03-01", Target: "http://gpu1"}
 		if err := s.Settle(ctx, finished); err != nil {
 			t.Fatal(err)
 		}

@@ -56,14 +56,16 @@ func (st *sqliteStmts) each() []struct {
 			INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?)`},
 		{&st.attachIdem, `
 			UPDATE idempotency SET call_id = ?1 WHERE key_id = ?2 AND idem_key = ?3`},
+		// The outcome names the call's key and cost, as its reservation
+		// returned them; the call is settled only if they are its own.
 		{&st.settleCall, `
-			UPDATE calls SET state = 'settled', status = ?, finished_at = ?, target = ?
-			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
+			UPDATE calls SET state = 'settled', status = ?1, finished_at = ?2, target = ?3
+			WHERE id = ?4 AND state = 'open' AND key_id = ?5 AND cost = ?6`},
 		{&st.chargeKey, `
 			UPDATE api_key_stats
 			SET remaining_calls = remaining_calls - ?1, reserved_calls = reserved_calls - ?1, used_units = used_units + ?1,
-			    in_flight = in_flight - 1, successful_calls = successful_calls + 1, updated_at = ?2
-			WHERE id = ?3`},
+			    in_flight = in_flight - ?2, successful_calls = successful_calls + ?2, updated_at = ?3
+			WHERE id = ?4`},
 		{&st.countDay, `
 			INSERT INTO daily_generations (day, generations) VALUES (?1, ?2)
 			ON CONFLICT (day) DO UPDATE SET generations = generations + ?2`},
@@ -248,22 +250,26 @@ func (s *SQLite) closeTx() {
 	})
 }
 
-// apply runs each write's statements, filling in its result. The daily
-// counts (the site's, each key's) are added once per day and key at the
-// end, not once per call.
+// apply runs each write's statements, filling in its result. The writes
+// of a group are concurrent calls, so any order is theirs: the calls
+// ending (settles, releases, sweeps) go first, so that the reserves after
+// them see their keys' calls in flight already given back. A key is
+// charged once for all its settled calls, and the daily counts (the
+// site's, each key's) are added once per day and key, at the end.
 func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
-	var days dailyCounts
+	var (
+		days    dailyCounts
+		charges = map[int64]charge{}
+	)
 	for i, w := range writes {
 		var err error
 		switch w.kind {
 		case reserveWrite:
-			results[i], err = t.reserve(w.reserve)
+			continue // below
 		case settleWrite:
-			var keyID, cost int64
-			results[i].changed, keyID, cost, err = t.resolve(t.stmts.settleCall, w.outcome)
-			if results[i].changed {
-				_, err = t.exec(t.stmts.chargeKey, cost, micros(w.outcome.At), keyID)
-				days.add(keyID, w.outcome.Day, cost)
+			if results[i].changed, err = t.settle(w.outcome); results[i].changed {
+				charges[w.outcome.KeyID] = charges[w.outcome.KeyID].add(w.outcome)
+				days.add(w.outcome.KeyID, w.outcome.Day, w.outcome.Cost)
 			}
 		case releaseWrite:
 			var keyID, cost int64
@@ -280,6 +286,19 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 			return err
 		}
 	}
+	for keyID, c := range charges {
+		if _, err := t.exec(t.stmts.chargeKey, c.cost, c.calls, c.at, keyID); err != nil {
+			return err
+		}
+	}
+	for i, w := range writes {
+		if w.kind == reserveWrite {
+			var err error
+			if results[i], err = t.reserve(w.reserve); err != nil {
+				return err
+			}
+		}
+	}
 	for day, n := range days.site {
 		if _, err := t.exec(t.stmts.countDay, day, n); err != nil {
 			return err
@@ -291,6 +310,24 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 		}
 	}
 	return nil
+}
+
+// charge is what a group's settled calls take from one key.
+type charge struct{ cost, calls, at int64 }
+
+func (c charge) add(o quota.Outcome) charge {
+	return charge{c.cost + o.Cost, c.calls + 1, max(c.at, micros(o.At))}
+}
+
+// settle marks an open call settled; changed is false when it was not
+// open, or when the outcome's key or cost are not the call's.
+func (t *sqliteTx) settle(o quota.Outcome) (changed bool, err error) {
+	res, err := t.exec(t.stmts.settleCall, int64(o.Status), micros(o.At), o.Target, o.CallID, o.KeyID, o.Cost)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // reserve admits a call when the key's conditions hold.

@@ -48,7 +48,7 @@ func reserve(t *testing.T, s store.Store, r quota.ReserveRequest) quota.Admissio
 
 // ended is how a's call ended, for Settle or Release.
 func ended(a quota.Admission, status int) quota.Outcome {
-	return quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: status, At: t0, Day: "2026-03-01"}
+	return quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Cost: a.Cost, Status: status, At: t0, Day: "2026-03-01"}
 }
 
 func getKey(t *testing.T, s store.Store, hash string) quota.Key {

@@ -26,7 +26,7 @@ func TestPostgresTurnAfterFailedGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	settle := func(a quota.Admission, day string) error {
-		return s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Status: 200, At: time.Now(), Day: day})
+		return s.Settle(ctx, quota.Outcome{CallID: a.CallID, KeyID: a.KeyID, Cost: a.Cost, Status: 200, At: time.Now(), Day: day})
 	}
 	reserve := func() quota.Admission {
 		t.Helper()
