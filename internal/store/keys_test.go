@@ -230,7 +230,7 @@ func TestUsageLog(t *testing.T) {
 		if err := s.Settle(ctx, finished); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Release(ctx, quota.Outcome{CallID: failed.CallID, KeyID: failed.KeyID, Status: 500, At: t0.Add(time.Hour), Target: "http://gpu2"}); err != nil {
+		if err := s.Release(ctx, quota.Outcome{CallID: failed.CallID, KeyID: failed.KeyID, Cost: failed.Cost, Status: 500, At: t0.Add(time.Hour), Target: "http://gpu2"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Release(ctx, ended(other, 0)); err != nil {

@@ -114,8 +114,27 @@ func TestCostPerImage(t *testing.T) {
 		if admitted.Load() != 6 || got.SuccessfulCalls != 6 || got.UsedUnits != 18 || got.RemainingCalls != 2 {
 			t.Errorf("admitted %d; key %+v; want 6 admitted, 6 successful, 18 units used, 2 remaining", admitted.Load(), got)
 		}
-		if a := tryReserve(t, s, call("k", "a", t0)); !a.Admitted() || a.Cost != 1 {
-			t.Errorf("a call of 1 image with 2 remaining: %+v, want admitted at cost 1", a)
+		one := tryReserve(t, s, call("k", "a", t0))
+		if !one.Admitted() || one.Cost != 1 {
+			t.Fatalf("a call of 1 image with 2 remaining: %+v, want admitted at cost 1", one)
+		}
+		// A failed call gives its whole cost back: with the call of 1
+		// released, one of 2 images fits, and once it fails too the key
+		// holds nothing.
+		if err := s.Release(ctx, ended(one, 500)); err != nil {
+			t.Fatal(err)
+		}
+		r := call("k", "a", t0)
+		r.BatchSize = 2
+		two := tryReserve(t, s, r)
+		if !two.Admitted() || two.Cost != 2 {
+			t.Fatalf("a call of 2 images with 2 remaining and none held: %+v, want admitted at cost 2", two)
+		}
+		if err := s.Release(ctx, ended(two, 500)); err != nil {
+			t.Fatal(err)
+		}
+		if got := getKey(t, s, "k"); got.ReservedCalls != 0 || got.InFlight != 0 || got.RemainingCalls != 2 || got.SuccessfulCalls != 6 {
+			t.Errorf("after two failed calls of 1 and 2 images: %+v; want nothing held, 2 remaining, 6 successful", got)
 		}
 		daily, err := s.KeyDaily(ctx, k.ID, "2026-01-01")
 		if err != nil || len(daily) != 1 || daily[0].Generations != 6 || daily[0].Units != 18 {

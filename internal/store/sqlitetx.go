@@ -56,8 +56,9 @@ func (st *sqliteStmts) each() []struct {
 			INSERT INTO calls (key_id, cost, batch_size, owner, request_id, started_at, deadline) VALUES (?, ?, ?, ?, ?, ?, ?)`},
 		{&st.attachIdem, `
 			UPDATE idempotency SET call_id = ?1 WHERE key_id = ?2 AND idem_key = ?3`},
-		// The outcome names the call's key and cost, as its reservation
-		// returned them; the call is settled only if they are its own.
+		// An outcome names the call's key and cost, as its reservation
+		// returned them; the call is settled (or released) only if they
+		// are its own.
 		{&st.settleCall, `
 			UPDATE calls SET state = 'settled', status = ?1, finished_at = ?2, target = ?3
 			WHERE id = ?4 AND state = 'open' AND key_id = ?5 AND cost = ?6`},
@@ -73,8 +74,8 @@ func (st *sqliteStmts) each() []struct {
 			INSERT INTO key_daily (key_id, day, generations, units) VALUES (?1, ?2, ?3, ?4)
 			ON CONFLICT (key_id, day) DO UPDATE SET generations = generations + ?3, units = units + ?4`},
 		{&st.releaseCall, `
-			UPDATE calls SET state = 'released', status = ?, finished_at = ?, target = ?
-			WHERE id = ? AND state = 'open' RETURNING key_id, cost`},
+			UPDATE calls SET state = 'released', status = ?1, finished_at = ?2, target = ?3
+			WHERE id = ?4 AND state = 'open' AND key_id = ?5 AND cost = ?6`},
 		{&st.unreserve, `
 			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?1, in_flight = in_flight - ?2, updated_at = ?3 WHERE id = ?4`},
 		{&st.releaseExpired, `
@@ -267,15 +268,13 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 		case reserveWrite:
 			continue // below
 		case settleWrite:
-			if results[i].changed, err = t.settle(w.outcome); results[i].changed {
+			if results[i].changed, err = t.end(t.stmts.settleCall, w.outcome); results[i].changed {
 				charges[w.outcome.KeyID] = charges[w.outcome.KeyID].add(w.outcome)
 				days.add(w.outcome.KeyID, w.outcome.Day, w.outcome.Cost)
 			}
 		case releaseWrite:
-			var keyID, cost int64
-			results[i].changed, keyID, cost, err = t.resolve(t.stmts.releaseCall, w.outcome)
-			if results[i].changed {
-				_, err = t.exec(t.stmts.unreserve, cost, int64(1), micros(w.outcome.At), keyID)
+			if results[i].changed, err = t.end(t.stmts.releaseCall, w.outcome); results[i].changed {
+				_, err = t.exec(t.stmts.unreserve, w.outcome.Cost, int64(1), micros(w.outcome.At), w.outcome.KeyID)
 			}
 		case sweepWrite:
 			results[i].released, err = t.sweep(w.sweep)
@@ -319,10 +318,11 @@ func (c charge) add(o quota.Outcome) charge {
 	return charge{c.cost + o.Cost, c.calls + 1, max(c.at, micros(o.At))}
 }
 
-// settle marks an open call settled; changed is false when it was not
-// open, or when the outcome's key or cost are not the call's.
-func (t *sqliteTx) settle(o quota.Outcome) (changed bool, err error) {
-	res, err := t.exec(t.stmts.settleCall, int64(o.Status), micros(o.At), o.Target, o.CallID, o.KeyID, o.Cost)
+// end settles or releases an open call with the call statement; changed
+// is false when it was not open, or when the outcome's key or cost are not
+// the call's.
+func (t *sqliteTx) end(call driver.Stmt, o quota.Outcome) (changed bool, err error) {
+	res, err := t.exec(call, int64(o.Status), micros(o.At), o.Target, o.CallID, o.KeyID, o.Cost)
 	if err != nil {
 		return false, err
 	}
@@ -345,14 +345,6 @@ func (t *sqliteTx) reserve(r quota.ReserveRequest) (callResult, error) {
 		_, err = t.exec(t.stmts.attachIdem, id, keyID, r.IdempotencyKey)
 	}
 	return callResult{callID: id, keyID: keyID, cost: cost}, err
-}
-
-// resolve ends an open call with the call statement (settle or release)
-// and returns its key and cost; changed is false when the call was
-// resolved already.
-func (t *sqliteTx) resolve(call driver.Stmt, o quota.Outcome) (changed bool, keyID, cost int64, err error) {
-	changed, err = t.queryRow(call, []*int64{&keyID, &cost}, int64(o.Status), micros(o.At), o.Target, o.CallID)
-	return changed, keyID, cost, err
 }
 
 // sweep releases the open calls it selects and gives their keys back

@@ -56,7 +56,7 @@ func TestSQLiteGroupRollsBack(t *testing.T) {
 	}
 	badCall, _ := res.LastInsertId()
 	good := callWrite{kind: reserveWrite, reserve: quota.ReserveRequest{KeyHash: k.Hash, Owner: "t", Start: now, Deadline: now.Add(time.Minute)}}
-	bad := callWrite{kind: releaseWrite, outcome: quota.Outcome{CallID: badCall, KeyID: k.ID, At: now}}
+	bad := callWrite{kind: releaseWrite, outcome: quota.Outcome{CallID: badCall, KeyID: k.ID, Cost: 5, At: now}}
 	if err := s.commitGroup(ctx, []callWrite{good, bad}, make([]callResult, 2)); err == nil {
 		t.Fatal("a group with a failing write committed")
 	}
@@ -105,10 +105,11 @@ func TestSQLiteNewWriterConnection(t *testing.T) {
 	}
 }
 
-// TestSQLiteSettleChecksKeyAndCost: the writer settles a call with the
-// key and cost its outcome names (it reads neither back); an outcome
-// that names another key or cost settles and charges nothing.
-func TestSQLiteSettleChecksKeyAndCost(t *testing.T) {
+// TestSQLiteEndChecksKeyAndCost: the writer settles or releases a call
+// with the key and cost its outcome names (it reads neither back); an
+// outcome that names another key or cost neither settles nor releases,
+// and moves no counter.
+func TestSQLiteEndChecksKeyAndCost(t *testing.T) {
 	s := openTestSQLite(t)
 	ctx := context.Background()
 	k := createTestKey(t, s, 10)
@@ -134,10 +135,18 @@ func TestSQLiteSettleChecksKeyAndCost(t *testing.T) {
 		if err := s.Settle(ctx, tc.o); err == nil {
 			t.Errorf("settle with %s: no error", tc.name)
 		}
+		if err := s.Release(ctx, tc.o); err != nil {
+			t.Errorf("release with %s: %v", tc.name, err)
+		}
 	}
 	for _, h := range []string{k.Hash, other.Hash} {
-		if got, _ := s.KeyByHash(ctx, h); got.SuccessfulCalls != 0 || got.RemainingCalls != 10 {
-			t.Errorf("key %s after the wrong outcomes: successful %d, remaining %d; want 0 and 10", h, got.SuccessfulCalls, got.RemainingCalls)
+		want := int64(0)
+		if h == k.Hash {
+			want = 1 // the call, still open
+		}
+		if got, _ := s.KeyByHash(ctx, h); got.SuccessfulCalls != 0 || got.RemainingCalls != 10 || got.ReservedCalls != want || got.InFlight != want {
+			t.Errorf("key %s after the wrong outcomes: successful %d, remaining %d, reserved %d, in flight %d; want 0, 10, %d and %d",
+				h, got.SuccessfulCalls, got.RemainingCalls, got.ReservedCalls, got.InFlight, want, want)
 		}
 	}
 	if err := s.Settle(ctx, right); err != nil {
@@ -145,6 +154,16 @@ func TestSQLiteSettleChecksKeyAndCost(t *testing.T) {
 	}
 	if got, _ := s.KeyByHash(ctx, k.Hash); got.SuccessfulCalls != 1 || got.RemainingCalls != 9 || got.ReservedCalls != 0 {
 		t.Errorf("after the right outcome: successful %d, remaining %d, reserved %d; want 1, 9 and 0", got.SuccessfulCalls, got.RemainingCalls, got.ReservedCalls)
+	}
+	b, err := s.Reserve(ctx, quota.ReserveRequest{KeyHash: k.Hash, BatchSize: 1, Owner: "t", Start: now, Deadline: now.Add(time.Minute)})
+	if err != nil || !b.Admitted() {
+		t.Fatalf("reserve: %+v, %v", b, err)
+	}
+	if err := s.Release(ctx, quota.Outcome{CallID: b.CallID, KeyID: b.KeyID, Cost: b.Cost, Status: 500, At: now}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.KeyByHash(ctx, k.Hash); got.SuccessfulCalls != 1 || got.RemainingCalls != 9 || got.ReservedCalls != 0 || got.InFlight != 0 {
+		t.Errorf("after the right release: successful %d, remaining %d, reserved %d, in flight %d; want 1, 9, 0 and 0", got.SuccessfulCalls, got.RemainingCalls, got.ReservedCalls, got.InFlight)
 	}
 }
 
