@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/testwait"
 )
 
 // TestCrashRecovery is invariant 3 (nothing lost): felix is SIGKILLed at
@@ -67,10 +68,14 @@ func TestCrashRecovery(t *testing.T) {
 				}
 				t.Logf("round %d: set small key to %d (change %+d)", round, n, change)
 			}
-			killAfter := time.Duration(50+rng.IntN(351)) * time.Millisecond
-			setAfter := time.Duration(-1)
+			// The moments of the round, counted in answers the load has
+			// had (not in time, so that a slow machine kills as far into
+			// the load as a fast one): the kill, and maybe an operator's
+			// change of the mid key before it.
+			killAfter := int64(20 + rng.IntN(400))
+			setAfter := int64(-1)
 			if rng.IntN(2) == 0 {
-				setAfter = time.Duration(5+rng.IntN(40)) * time.Millisecond
+				setAfter = int64(1 + rng.IntN(20))
 			}
 			setTo := int64(100 + rng.IntN(3000))
 
@@ -81,17 +86,20 @@ func TestCrashRecovery(t *testing.T) {
 			if deadlineRound {
 				holder = tgt
 			}
-			st := loadUntilKill(t, f, books, seed+uint64(round)*7919, killAfter, holder, func() {
+			st := loadUntilKill(t, f, books, seed+uint64(round)*7919, killAfter, holder, func(answered func() int64) {
 				if setAfter < 0 {
 					return
 				}
-				time.Sleep(setAfter)
+				if !testwait.For(10*time.Second, func() bool { return answered() >= setAfter }) {
+					t.Errorf("round %d: the load had %d answers in 10s, want %d before the mid key's change", round, answered(), setAfter)
+					return
+				}
 				change, err := setRemaining(admin, f.URL, mid, setTo)
 				if err != nil {
 					t.Errorf("round %d: set mid key during load: %v", round, err)
 					return
 				}
-				t.Logf("round %d: set mid key to %d after %s, during load (change %+d)", round, setTo, setAfter, change)
+				t.Logf("round %d: set mid key to %d after %d answers, during load (change %+d)", round, setTo, setAfter, change)
 			})
 			kills++
 			sentTotal += st.sent
@@ -115,7 +123,7 @@ func TestCrashRecovery(t *testing.T) {
 			stillOpen := l.openCalls(t)
 			l.waitNoOpenCalls(t, 10*time.Second)
 			recovered := time.Since(st.killedAt)
-			t.Logf("round %d: SIGKILL %s after %s: sent %d (200 %d, 429 %d, target 500 %d, lost %d), refused %d, open at kill %d; restarted as %s: released at start %d, open when ready %d, none open %s after the kill",
+			t.Logf("round %d: SIGKILL %s after %d answers: sent %d (200 %d, 429 %d, target 500 %d, lost %d), refused %d, open at kill %d; restarted as %s: released at start %d, open when ready %d, none open %s after the kill",
 				round, opts.Instance, killAfter, st.sent, st.ok, st.quota, st.target5xx, st.lost, st.refused, len(orphans),
 				next.Instance, f.releasedAtStart(), stillOpen, recovered.Round(time.Millisecond))
 			fate := l.fates(t, orphans)
@@ -179,12 +187,13 @@ type loadStats struct {
 	killedAt                                  time.Time
 }
 
-// loadUntilKill drives 16 workers against f, SIGKILLs f after killAfter
-// (and after during has returned, so that an admin change made during the
-// load has its answer), and returns once every worker has stopped. With a
+// loadUntilKill drives 16 workers against f, SIGKILLs f once they have
+// had killAfter answers (and during has returned, so that an admin change
+// made during the load has its answer; during gets the answers so far),
+// and returns once every worker has stopped. With a
 // holder, the kill also waits until that target holds an answer back, so
 // that at least one call is surely open when felix dies.
-func loadUntilKill(t *testing.T, f *felix, books []*book, seed uint64, killAfter time.Duration, holder *fakeTarget, during func()) loadStats {
+func loadUntilKill(t *testing.T, f *felix, books []*book, seed uint64, killAfter int64, holder *fakeTarget, during func(answered func() int64)) loadStats {
 	t.Helper()
 	const workers = 16
 	const maxPerWorker = 2000
@@ -232,8 +241,10 @@ func loadUntilKill(t *testing.T, f *felix, books []*book, seed uint64, killAfter
 		})
 	}
 	duringDone := make(chan struct{})
-	go func() { during(); close(duringDone) }()
-	time.Sleep(killAfter)
+	go func() { during(sent.Load); close(duringDone) }()
+	if !testwait.For(8*time.Second, func() bool { return sent.Load() >= killAfter }) {
+		t.Fatalf("the load had %d answers in 8s, want %d before the kill", sent.Load(), killAfter)
+	}
 	<-duringDone
 	if holder != nil {
 		holder.hold()
