@@ -264,6 +264,7 @@ func TestKeysBadInput(t *testing.T) {
 			{"list: bad status", "GET", "/api/keys?status=sleeping", "", 400, "invalid_request", "status"},
 			{"list: foreign cursor", "GET", "/api/keys?cursor=abc", "", 400, "invalid_request", "cursor"},
 			{"list: usage cursor", "GET", "/api/keys?cursor=Y2FsbHM6NQ", "", 400, "invalid_request", "cursor"},
+			{"list: own cursor with a line break", "GET", "/api/keys?cursor=a2V5c%0Azo1", "", 400, "invalid_request", "cursor"},
 			{"list: unknown parameter", "GET", "/api/keys?sort=name", "", 400, "invalid_request", "sort"},
 			{"list: repeated parameter", "GET", "/api/keys?q=a&q=b", "", 400, "invalid_request", "q"},
 			{"usage: from after to", "GET", "/api/usage?from=2026-12-02&to=2026-12-01", "", 400, "invalid_request", "from"},
