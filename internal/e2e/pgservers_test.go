@@ -68,6 +68,9 @@ func newPGServers(t *testing.T) *pgServers {
 	}
 	s.dir = dir
 	t.Cleanup(s.cleanup)
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -80,7 +83,42 @@ func newPGServers(t *testing.T) *pgServers {
 			t.Fatal(err)
 		}
 	}
+	s.sweepStale()
 	return s
+}
+
+// ownerFile holds the id of the test process that made a pgServers
+// folder. A test process that is killed (or that panics on -timeout)
+// never runs its cleanup, and its servers keep running; ownerFile tells
+// such a folder from one that a running test uses.
+const ownerFile = "owner.pid"
+
+// sweepStale stops the servers of every pgServers folder whose test
+// process is gone, and removes the folder.
+func (s *pgServers) sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "felix-pg-*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue // being made, or not one of ours
+		}
+		pid, err := strconv.Atoi(string(b))
+		if err != nil || processAlive(pid) {
+			continue
+		}
+		pids, _ := filepath.Glob(filepath.Join(d, "*", "postmaster.pid"))
+		for _, p := range pids {
+			s.run("pg_ctl", "-D", filepath.Dir(p), "-m", "immediate", "-w", "stop")
+		}
+		os.RemoveAll(d)
+		s.t.Logf("removed %s and stopped its servers: its test process %d is gone", d, pid)
+	}
+}
+
+// processAlive reports whether a process with this id exists.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // pgBinDir returns a folder holding initdb, pg_ctl and pg_basebackup:
@@ -256,4 +294,32 @@ func appendFile(path, text string) error {
 	}
 	_, err = f.WriteString(text)
 	return errors.Join(err, f.Close())
+}
+
+// TestPGServersSweepStale: a server left running by a test process that
+// is gone is stopped, and its folder removed, by the next pgServers; the
+// folder of a running test process is left alone.
+func TestPGServersSweepStale(t *testing.T) {
+	old := newPGServers(t)
+	n := old.node("left")
+	old.initPrimary(n)
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old.dir, ownerFile), []byte(strconv.Itoa(gone.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	live := newPGServers(t) // its own folder names this process: kept
+	newPGServers(t)
+	if _, err := os.Stat(old.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the folder of a gone test process is still there: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", n.addr(), time.Second); err == nil {
+		c.Close()
+		t.Errorf("the server left by a gone test process still answers on %s", n.addr())
+	}
+	if _, err := os.Stat(live.dir); err != nil {
+		t.Errorf("the folder of a running test process was removed: %v", err)
+	}
 }
