@@ -92,7 +92,12 @@ func TestPostgresFailover(t *testing.T) {
 				statusMu.Lock()
 				statuses[fmt.Sprintf("%d %s", a.status, a.code)]++
 				statusMu.Unlock()
-				time.Sleep(20 * time.Millisecond) // no busy loop while the database switches
+				// No busy loop while the database switches: after a
+				// failure a client waits until felix can write again.
+				testwait.For(time.Minute, func() bool {
+					status, _ := readyz(f)
+					return status == http.StatusOK || ctx.Err() != nil
+				})
 			}
 		})
 	}
@@ -204,17 +209,22 @@ func TestPostgresFailover(t *testing.T) {
 	checkSiteStats(t, admin, f.URL, l)
 }
 
+// readyz returns the status and error code of f's /readyz (0 when it
+// does not answer within 5 s).
+func readyz(f *felix) (int, string) {
+	var e struct{ Code string }
+	status, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
+	return status, e.Code
+}
+
 // waitReadyz polls f's /readyz until it answers status (and code, if not
 // empty), for at most 15 s.
 func waitReadyz(t *testing.T, f *felix, status int, code, when string) {
 	t.Helper()
-	hc := &http.Client{Timeout: 5 * time.Second}
 	var got int
 	var gotCode string
 	if testwait.For(15*time.Second, func() bool {
-		var e struct{ Code string }
-		got, _ = getJSON(hc, f.URL+"/readyz", "", &e)
-		gotCode = e.Code
+		got, gotCode = readyz(f)
 		return got == status && (code == "" || gotCode == code)
 	}) {
 		return

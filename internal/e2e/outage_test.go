@@ -44,6 +44,7 @@ func TestStoreOutage(t *testing.T) {
 		cutMu        sync.Mutex
 		whileCut     []answer
 		loadWhileCut atomic.Int64
+		probesSent   atomic.Int64 // the probes sent during the outage, below
 	)
 	keepIfCut := func(a answer, sentWhileCut bool) bool {
 		if !sentWhileCut || !cut.Load() {
@@ -71,7 +72,20 @@ func TestStoreOutage(t *testing.T) {
 					loadWhileCut.Add(1)
 				}
 				if a.status != http.StatusOK {
-					time.Sleep(10 * time.Millisecond) // no busy loop during the outage
+					// No busy loop: during the outage a client sends one
+					// request per probe, outside it it waits until felix
+					// can write again.
+					probed := probesSent.Load()
+					testwait.For(time.Minute, func() bool {
+						if ctx.Err() != nil {
+							return true
+						}
+						if cut.Load() {
+							return probesSent.Load() > probed
+						}
+						status, _ := readyz(f)
+						return status == http.StatusOK
+					})
 				}
 			}
 		})
@@ -86,15 +100,10 @@ func TestStoreOutage(t *testing.T) {
 	cutAt := time.Now()
 	hitsAtCut := tgt.hits.Load()
 	tally(store.PostgresKind, func(r *tallyRow) { r.faults++ })
-	ready := func() (int, string) {
-		var e struct{ Code string }
-		code, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
-		return code, e.Code
-	}
 	var code int
 	var errCode string
 	if !testwait.For(5*time.Second, func() bool {
-		code, errCode = ready()
+		code, errCode = readyz(f)
 		return code == http.StatusServiceUnavailable && errCode == "store_unavailable"
 	}) {
 		t.Fatalf("/readyz still answers %d %q 5s into the outage, want 503 store_unavailable", code, errCode)
@@ -109,11 +118,12 @@ func TestStoreOutage(t *testing.T) {
 			t.Fatalf("the background load sent only %d requests in %d probes' time during the outage", loadWhileCut.Load(), i)
 		}
 		a := generate(context.Background(), hc, f.URL, b.key)
+		probesSent.Add(1)
 		b.record(a)
 		keepIfCut(a, true)
 		slowest = max(slowest, a.took)
 	}
-	if code, errCode := ready(); code != http.StatusServiceUnavailable || errCode != "store_unavailable" {
+	if code, errCode := readyz(f); code != http.StatusServiceUnavailable || errCode != "store_unavailable" {
 		t.Errorf("/readyz at the end of the outage: got %d %q, want 503 store_unavailable", code, errCode)
 	}
 	cut.Store(false)
@@ -141,7 +151,7 @@ func TestStoreOutage(t *testing.T) {
 	}
 
 	recovered := waitRecovery(t, hc, f, b, "the database came back")
-	if code, errCode := ready(); code != http.StatusOK {
+	if code, errCode := readyz(f); code != http.StatusOK {
 		t.Errorf("/readyz after recovery: got %d %q, want 200", code, errCode)
 	}
 	// The background load recovers too, by itself.
