@@ -209,14 +209,6 @@ func TestPostgresFailover(t *testing.T) {
 	checkSiteStats(t, admin, f.URL, l)
 }
 
-// readyz returns the status and error code of f's /readyz (0 when it
-// does not answer within 5 s).
-func readyz(f *felix) (int, string) {
-	var e struct{ Code string }
-	status, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
-	return status, e.Code
-}
-
 // waitReadyz polls f's /readyz until it answers status (and code, if not
 // empty), for at most 15 s.
 func waitReadyz(t *testing.T, f *felix, status int, code, when string) {

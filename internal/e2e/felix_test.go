@@ -316,3 +316,11 @@ func (f *felix) interrupt() {
 	tally(f.kind(), func(r *tallyRow) { r.faults++ })
 	f.terminate()
 }
+
+// readyz returns the status and error code of f's /readyz (0 when it
+// does not answer within 5 s).
+func readyz(f *felix) (int, string) {
+	var e struct{ Code string }
+	status, _ := getJSON(&http.Client{Timeout: 5 * time.Second}, f.URL+"/readyz", "", &e)
+	return status, e.Code
+}

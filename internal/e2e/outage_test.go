@@ -221,11 +221,10 @@ func TestStoreStall(t *testing.T) {
 	proxy.stall()
 	tally(store.PostgresKind, func(r *tallyRow) { r.faults++ })
 	stallAt := time.Now()
-	var e struct{ Code string }
-	code, _ := getJSON(&http.Client{Timeout: 10 * time.Second}, f.URL+"/readyz", "", &e)
+	code, errCode := readyz(f)
 	readyTook := time.Since(stallAt)
-	if code != http.StatusServiceUnavailable || e.Code != "store_unavailable" {
-		t.Errorf("/readyz during the stall: got %d %q after %s, want 503 store_unavailable", code, e.Code, readyTook)
+	if code != http.StatusServiceUnavailable || errCode != "store_unavailable" {
+		t.Errorf("/readyz during the stall: got %d %q after %s, want 503 store_unavailable", code, errCode, readyTook)
 	}
 	hitsBefore := tgt.hits.Load()
 	const bound = 5 * time.Second

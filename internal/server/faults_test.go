@@ -61,7 +61,7 @@ func TestTargetFaults(t *testing.T) {
 				for range 5 {
 					io.WriteString(w, strings.Repeat("x", 100))
 					http.NewResponseController(w).Flush()
-					time.Sleep(50 * time.Millisecond)
+					time.Sleep(50 * time.Millisecond) // the fake target sends its body slowly: the case under test
 				}
 			}, 200, "", true, long},
 		} {
