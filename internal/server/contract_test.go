@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,16 +160,36 @@ func TestAdminAuth(t *testing.T) {
 func patient(o *quota.Options) { o.StoreTimeout = time.Minute }
 
 // TestNoOverspend is invariant 1: 200 concurrent requests against 50
-// remaining calls get exactly 50 successes and 150 answers 429.
+// remaining calls get exactly 50 successes and 150 answers 429. The
+// target holds every call it gets until 150 refusals have been answered,
+// so the refusals all meet 50 calls in flight (reserved, not yet
+// settled); a 51st call reaching it opens the gate at once, so that an
+// overspend fails the test instead of hanging it.
 func TestNoOverspend(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, db string) {
-		f := newFelixQuota(t, db, newTarget(t), patient)
+		const allowed, refusals = 50, 150
+		gate := make(chan struct{})
+		open := sync.OnceFunc(func() { close(gate) })
+		var arrived, refused atomic.Int64
+		f := newFelixQuota(t, db, newTarget(t), patient, func(o *server.Options) { o.TargetTimeout = time.Minute })
 		f.target.setHandler(func(w http.ResponseWriter, r *http.Request) {
-			time.Sleep(5 * time.Millisecond) // keep calls in flight together
+			if arrived.Add(1) > allowed {
+				open()
+			}
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+			}
 			io.WriteString(w, `{"images":[]}`)
 		})
-		key := f.createKey(50)
-		statuses := concurrently(t, 200, func(int) int { return f.generate(key).status })
+		key := f.createKey(allowed)
+		statuses := concurrently(t, allowed+refusals, func(int) int {
+			s := f.generate(key).status
+			if s == http.StatusTooManyRequests && refused.Add(1) == refusals {
+				open()
+			}
+			return s
+		})
 		if statuses[200] != 50 || statuses[429] != 150 || len(statuses) != 2 {
 			t.Errorf("statuses: got %v, want 50×200 and 150×429", statuses)
 		}
