@@ -190,13 +190,13 @@ func TestNoOverspend(t *testing.T) {
 			}
 			return s
 		})
-		if statuses[200] != 50 || statuses[429] != 150 || len(statuses) != 2 {
-			t.Errorf("statuses: got %v, want 50×200 and 150×429", statuses)
+		if statuses[200] != allowed || statuses[429] != refusals || len(statuses) != 2 {
+			t.Errorf("statuses: got %v, want %d×200 and %d×429", statuses, allowed, refusals)
 		}
-		if got := f.target.calls.Load(); got != 50 {
-			t.Errorf("target calls: got %d, want 50", got)
+		if got := f.target.calls.Load(); got != allowed {
+			t.Errorf("target calls: got %d, want %d", got, allowed)
 		}
-		f.wantCounts(key, counts{total: 50, successful: 50, remaining: 0})
+		f.wantCounts(key, counts{total: allowed, successful: allowed, remaining: 0})
 	})
 }
 
