@@ -3,9 +3,11 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -317,4 +319,41 @@ func TestTargetSettings(t *testing.T) {
 	if id == "" || id == "has spaces in it" || req.Header.Get("X-Request-ID") != id {
 		t.Errorf("X-Request-ID: client got %q, target got %q; want one generated ID for both", id, req.Header.Get("X-Request-ID"))
 	}
+}
+
+// TestRequestInOneWrite: Felix sends a small call to the target in one
+// write, request line, headers and body together, not the headers first
+// and the body in a second packet.
+func TestRequestInOneWrite(t *testing.T) {
+	var writes atomic.Int64
+	dialer := &net.Dialer{}
+	f := newFelix(t, storetest.URL(t, "sqlite"), func(o *server.Options) {
+		tr := server.NewTransport(o.TargetTimeout)
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			return countingConn{c, &writes}, err
+		}
+		o.Transport = tr
+	})
+	key := f.createKey(2)
+	for i := range 2 { // a new connection, then the same one again
+		writes.Store(0)
+		if r := f.generate(key); r.status != http.StatusOK {
+			t.Fatalf("call %d: got %d %s", i+1, r.status, r.body)
+		}
+		if n := writes.Load(); n != 1 {
+			t.Errorf("call %d reached the target in %d writes, want 1", i+1, n)
+		}
+	}
+}
+
+// countingConn counts the writes made on a connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
 }

@@ -48,7 +48,13 @@ type failover struct{ s *Server }
 func (f failover) RoundTrip(req *http.Request) (*http.Response, error) {
 	s := f.s
 	c := req.Context().Value(callKey).(*call)
+	req = req.WithContext(req.Context()) // a copy: a RoundTripper leaves its request as it was
 	for tries := 1; ; tries++ {
+		// Felix's own copy of the body, as an in-memory reader rather than
+		// the proxy's wrapper of it: the transport then writes the request
+		// line, the headers and a small body in one write instead of
+		// flushing the headers first (one packet to the target, not two).
+		req.Body = io.NopCloser(bytes.NewReader(c.forward))
 		sent := time.Now()
 		resp, err := s.opts.Transport.RoundTrip(req)
 		if err == nil || req.Context().Err() == nil {
@@ -65,7 +71,6 @@ func (f failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req = req.Clone(req.Context())
 		pointAt(req.URL, c.slot.Target())
-		req.Body = io.NopCloser(bytes.NewReader(c.forward))
 	}
 }
 
