@@ -31,7 +31,7 @@ test-pg: ## run every test against the local PostgreSQL too, with the race detec
 	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -race ./...
 
 fuzz: ## fuzz each decoder with 300,000 inputs (a count, not a time: go.dev/issue/75804)
-	for t in FuzzDecodeGenerate FuzzAdminBody FuzzClientKey FuzzFraming FuzzKeyPatch FuzzUsageQuery FuzzCursor; do $(GO) test -tags fuzzing -run '^$$' -fuzz "^$$t\$$" -fuzztime 300000x -timeout 10m ./internal/server/ || exit 1; done
+	for t in FuzzDecodeGenerate FuzzSplitObject FuzzAdminBody FuzzClientKey FuzzFraming FuzzKeyPatch FuzzUsageQuery FuzzCursor; do $(GO) test -tags fuzzing -run '^$$' -fuzz "^$$t\$$" -fuzztime 300000x -timeout 10m ./internal/server/ || exit 1; done
 
 bench: ## benchmark Felix against a bare reverse proxy (see README, Performance)
 	$(GO) run ./cmd/felix-bench --pg '$(PGTEST)'

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -17,23 +18,9 @@ type object map[string]json.RawMessage
 
 // decodeObject parses a request body that must be exactly one JSON object.
 func decodeObject(body []byte) (object, error) {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, badRequest("request body is empty: send a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	var obj object
-	if err := dec.Decode(&obj); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, badRequest("request body must be one complete JSON object")
-		}
-		return nil, badRequest("request body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
-	}
-	if obj == nil {
-		return nil, badRequest("request body must be a JSON object, not null")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, badRequest("request body has data after the JSON object")
+	obj, ok := splitObject(body)
+	if !ok {
+		return nil, objectError(body)
 	}
 	// encoding/json reads invalid UTF-8 and unpaired surrogates as U+FFFD,
 	// while unknown fields are forwarded as sent: refuse them, so that what
@@ -45,6 +32,114 @@ func decodeObject(body []byte) (object, error) {
 		return nil, badRequest(`request body has a \u escape of half a UTF-16 surrogate pair: escape characters outside the BMP as both halves, e.g. \ud83d\ude00`)
 	}
 	return obj, nil
+}
+
+// objectError says why body is not exactly one JSON object, in
+// encoding/json's words.
+func objectError(body []byte) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("request body is empty: send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var obj map[string]json.RawMessage
+	if err := dec.Decode(&obj); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return badRequest("request body must be one complete JSON object")
+		}
+		return badRequest("request body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if obj == nil {
+		return badRequest("request body must be a JSON object, not null")
+	}
+	return badRequest("request body has data after the JSON object")
+}
+
+// splitObject splits body into its fields when it is exactly one valid
+// JSON object, as encoding/json would decode it into an object (the last
+// of two same names wins), with each value the raw text of body. It
+// replaces encoding/json's reflection into a map, which made a generate
+// body's decoding three times as slow (BenchmarkDecodeGenerate: 10.5
+// against 3.5 µs); FuzzSplitObject holds the two equal.
+func splitObject(body []byte) (object, bool) {
+	if !json.Valid(body) { // from here on every string and value is well formed
+		return nil, false
+	}
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
+		return nil, false
+	}
+	obj := object{}
+	if i = skipSpace(body, i+1); body[i] == '}' {
+		return obj, true
+	}
+	for {
+		end := stringEnd(body, i)
+		name, ok := unquote(body[i:end])
+		if !ok {
+			return nil, false
+		}
+		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
+		end = valueEnd(body, i)
+		obj[name] = body[i:end:end]
+		if i = skipSpace(body, end); body[i] == '}' {
+			return obj, true
+		}
+		i = skipSpace(body, i+1) // past the comma
+	}
+}
+
+func skipSpace(js []byte, i int) int {
+	for i < len(js) && (js[i] == ' ' || js[i] == '\t' || js[i] == '\n' || js[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string that starts at js[i].
+func stringEnd(js []byte, i int) int {
+	for i++; js[i] != '"'; i++ {
+		if js[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd returns the index just past the value that starts at js[i].
+func valueEnd(js []byte, i int) int {
+	switch js[i] {
+	case '"':
+		return stringEnd(js, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch js[i] {
+			case '"':
+				i = stringEnd(js, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(js) && strings.IndexByte(",}] \t\n\r", js[i]) < 0 { // a number or a literal
+		i++
+	}
+	return i
+}
+
+// unquote returns the string a quoted JSON string stands for.
+func unquote(quoted []byte) (string, bool) {
+	inner := quoted[1 : len(quoted)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner), true
+	}
+	var s string
+	return s, json.Unmarshal(quoted, &s) == nil
 }
 
 // unpairedSurrogate reports whether valid JSON text has a \u escape of a
@@ -96,8 +191,12 @@ func (o object) str(name string, maxLen int) (string, error) {
 	if !o.has(name) {
 		return "", nil
 	}
-	var s string
-	if err := json.Unmarshal(o[name], &s); err != nil {
+	raw := o[name]
+	if raw[0] != '"' {
+		return "", badRequest("%s must be a string", name)
+	}
+	s, ok := unquote(raw)
+	if !ok {
 		return "", badRequest("%s must be a string", name)
 	}
 	if len(s) > maxLen {
@@ -194,15 +293,48 @@ func jsonKind(raw json.RawMessage) string {
 	return "a number"
 }
 
-// encode re-encodes the object with sorted keys and values untouched.
+// encode re-encodes the object as encoding/json encodes it (sorted
+// names, values compacted), the values otherwise untouched.
 func (o object) encode() []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(o); err != nil {
-		panic("server: re-encoding a decoded object: " + err.Error()) // values came from the decoder
+	names := make([]string, 0, len(o))
+	size := 2
+	for name, v := range o {
+		names = append(names, name)
+		size += len(name) + len(v) + 4
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	slices.Sort(names)
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	buf.WriteByte('{')
+	for i, name := range names {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		writeName(buf, name)
+		buf.WriteByte(':')
+		if err := json.Compact(buf, o[name]); err != nil {
+			panic("server: re-encoding a decoded object: " + err.Error()) // values came from the decoder
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes()
+}
+
+// writeName writes a field name as encoding/json quotes it.
+func writeName(buf *bytes.Buffer, name string) {
+	plain := true
+	for i := 0; i < len(name) && plain; i++ {
+		plain = name[i] >= 0x20 && name[i] < utf8.RuneSelf && name[i] != '"' && name[i] != '\\'
+	}
+	if plain {
+		buf.WriteByte('"')
+		buf.WriteString(name)
+		buf.WriteByte('"')
+		return
+	}
+	enc := json.NewEncoder(buf)
+	enc.SetEscapeHTML(false)
+	enc.Encode(name)            // a string always encodes
+	buf.Truncate(buf.Len() - 1) // Encode's newline
 }
 
 // Limits bound the generate parameters Felix accepts.

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -150,4 +151,64 @@ func FuzzClientKey(f *testing.F) {
 			t.Fatalf("returned key %q the client did not send", key)
 		}
 	})
+}
+
+// FuzzSplitObject: splitObject and encode agree with encoding/json, which
+// they replace on the request path: the same bodies are one JSON object,
+// with the same fields and values, re-encoded byte for byte the same.
+func FuzzSplitObject(f *testing.F) {
+	for _, s := range []string{
+		`{}`, ` { } `, "\t{\"a\" :\n1 }\r\n", `{"prompt":"a cat","width":512}`,
+		`{"a":"}\"]","b":[{"c":"{"},[]],"d":{"e":[1,{"f":null}]}}`,
+		`{"n":-1.5e+3,"t":true,"f":false,"z":null,"s":""}`,
+		`{"\u0070rompt":"x","a\"b":1,"a\\b":2,"\n":3,"é":4,"<&>":5,"\u2028":6,"\u00e9":7}`,
+		`{"a":1,"a":2}`, `{"a":1} {}`, `[1]`, `null`, `"x"`, `{"a":1,}`, `{"a"}`, ``, `{"a":[1 2]}`,
+		"{\"a\xff\":1}", `{"a":"\ud800"}`, `{"b":1,"a":{"y":1, "x":2}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var want map[string]json.RawMessage
+		dec := json.NewDecoder(bytes.NewReader(body))
+		isObject := dec.Decode(&want) == nil && want != nil
+		if isObject {
+			_, err := dec.Token()
+			isObject = err == io.EOF
+		}
+		got, ok := splitObject(body)
+		if ok != isObject {
+			t.Fatalf("splitObject(%q): one object %v, encoding/json says %v", body, ok, isObject)
+		}
+		if !ok {
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("splitObject(%q): %d fields, encoding/json %d", body, len(got), len(want))
+		}
+		for name, v := range want {
+			if !bytes.Equal(got[name], v) {
+				t.Fatalf("splitObject(%q): field %q is %q, encoding/json %q", body, name, got[name], v)
+			}
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(want); err != nil {
+			t.Fatal(err)
+		}
+		if enc := got.encode(); !bytes.Equal(enc, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))) {
+			t.Fatalf("encode(%q) = %q, encoding/json %q", body, enc, buf.Bytes())
+		}
+	})
+}
+
+// BenchmarkDecodeGenerate decodes the benchmark's generate body.
+func BenchmarkDecodeGenerate(b *testing.B) {
+	body := []byte(`{"prompt":"bench","width":512,"height":512}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeGenerate(body, fuzzLimits); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
