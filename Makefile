@@ -37,7 +37,7 @@ bench: ## benchmark Felix against a bare reverse proxy (see README, Performance)
 	$(GO) run ./cmd/felix-bench --pg '$(PGTEST)'
 
 reliability: ## fault suites, then the crash and multi-instance suites with a summary table
-	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -count=1 -run 'TestTargetFaults|TestTargetRefuses|TestResetMidBody|TestStreaming|TestClientGone|TestStoreUnavailable|TestSettleFails|TestNoOverspend' ./internal/server/
+	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -count=1 -run 'TestTargetFaults|TestPausedBody|TestTargetRefuses|TestResetMidBody|TestStreaming|TestClientGone|TestStoreUnavailable|TestSettleFails|TestNoOverspend' ./internal/server/
 	FELIX_TEST_DATABASE_URL='$(PGTEST)' $(GO) test -count=1 ./internal/e2e/ -args -report '$(CURDIR)/reliability.txt'
 	@echo; echo "Reliability summary ($$(date -u +%F), $$(nproc) cores):"; cat reliability.txt
 
