@@ -331,7 +331,10 @@ func TestRequestInOneWrite(t *testing.T) {
 		tr := server.NewTransport(o.TargetTimeout)
 		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
-			return countingConn{c, &writes}, err
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{c, &writes}, nil
 		}
 		o.Transport = tr
 	})

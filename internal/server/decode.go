@@ -75,10 +75,7 @@ func splitObject(body []byte) (object, bool) {
 	}
 	for {
 		end := stringEnd(body, i)
-		name, ok := unquote(body[i:end])
-		if !ok {
-			return nil, false
-		}
+		name := unquote(body[i:end])
 		i = skipSpace(body, skipSpace(body, end)+1) // past the colon
 		end = valueEnd(body, i)
 		obj[name] = body[i:end:end]
@@ -132,14 +129,15 @@ func valueEnd(js []byte, i int) int {
 	return i
 }
 
-// unquote returns the string a quoted JSON string stands for.
-func unquote(quoted []byte) (string, bool) {
+// unquote returns the string a valid quoted JSON string stands for.
+func unquote(quoted []byte) string {
 	inner := quoted[1 : len(quoted)-1]
 	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
-		return string(inner), true
+		return string(inner)
 	}
 	var s string
-	return s, json.Unmarshal(quoted, &s) == nil
+	json.Unmarshal(quoted, &s) // cannot fail on a valid JSON string
+	return s
 }
 
 // unpairedSurrogate reports whether valid JSON text has a \u escape of a
@@ -191,14 +189,11 @@ func (o object) str(name string, maxLen int) (string, error) {
 	if !o.has(name) {
 		return "", nil
 	}
-	raw := o[name]
+	raw := o[name] // valid JSON: from splitObject or json.Unmarshal
 	if raw[0] != '"' {
 		return "", badRequest("%s must be a string", name)
 	}
-	s, ok := unquote(raw)
-	if !ok {
-		return "", badRequest("%s must be a string", name)
-	}
+	s := unquote(raw)
 	if len(s) > maxLen {
 		return "", badRequest("%s is longer than %d bytes", name, maxLen)
 	}

@@ -1,10 +1,8 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -87,7 +85,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request) error {
 	// The target gets Felix's own body and framing, none of the client's.
 	stripClientHeaders(r.Header) // the key was read from it already
 	out := r.WithContext(context.WithValue(ctx, callKey, c))
-	out.Body = io.NopCloser(bytes.NewReader(req.forward))
+	out.Body = http.NoBody // the failover transport sends c.forward (targets.go)
 	out.ContentLength = int64(len(req.forward))
 	out.TransferEncoding = nil
 	out.Trailer = nil
