@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
 )
 
 // MigrateTo applies the migrations up to version, for tests that build a
@@ -29,3 +32,12 @@ func TurnReadOnly(ctx context.Context, s Store) error {
 // TurnLock is the advisory lock the group commits of every Felix process
 // on a PostgreSQL database take turns on.
 const TurnLock = pgTurnLock
+
+// CallsQuery is the usage log's statement for f in the SQL of a store of
+// kind, with its arguments.
+func CallsQuery(f quota.CallFilter, kind Kind) (string, []any) {
+	if kind == PostgresKind {
+		return callsQuery(f, pgPlaceholder, func(t time.Time) any { return t })
+	}
+	return callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+}

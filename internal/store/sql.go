@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
 )
@@ -17,6 +18,54 @@ func siteStatsQuery(since, day string) string {
 		FROM (SELECT COALESCE(sum(generations), 0) AS total FROM daily_generations) t
 		LEFT JOIN daily_generations d ON d.day >= %s
 		ORDER BY d.day`, day, since)
+}
+
+// callColumns are the columns of a usage-log row, in the order both
+// stores scan them.
+const callColumns = `c.id, c.key_id, k.key_prefix, c.request_id, c.started_at, c.finished_at, c.state, c.status, c.batch_size, c.cost, c.target`
+
+// callsQuery is the usage log's statement for a filter, newest first,
+// with its arguments. It writes only the conditions the filter sets, so
+// that one key's calls are found by calls_key (and a time window by
+// calls_started) even in a plan made before the values are known, as
+// SQLite makes every plan: a condition like `(? = 0 OR key_id = ?)` hides
+// the index from such a plan, which then reads calls from the newest to
+// the oldest. placeholder writes the n-th parameter as the store's SQL
+// does; at converts a time to the store's column type.
+func callsQuery(f quota.CallFilter, placeholder func(n int) string, at func(time.Time) any) (string, []any) {
+	var (
+		conds []string
+		args  []any
+	)
+	where := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, placeholder(len(args))))
+	}
+	if f.KeyID != 0 {
+		where("c.key_id = %s", f.KeyID)
+	}
+	if f.From != nil {
+		where("c.started_at >= %s", at(*f.From))
+	}
+	if f.To != nil {
+		where("c.started_at < %s", at(*f.To))
+	}
+	if state := outcomeState(f.Outcome); state != "" {
+		where("c.state = %s", state)
+	}
+	if f.Before != 0 {
+		where("c.id < %s", f.Before)
+	}
+	q := "SELECT " + callColumns + " FROM calls c JOIN api_key_stats k ON k.id = c.key_id"
+	if len(conds) > 0 {
+		q += " WHERE " + strings.Join(conds, " AND ")
+	}
+	q += " ORDER BY c.id DESC"
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		q += " LIMIT " + placeholder(len(args))
+	}
+	return q, args
 }
 
 // rowScanner is what pgx.Rows and *sql.Rows have in common; the caller

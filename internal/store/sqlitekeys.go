@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
@@ -23,6 +24,9 @@ func microsOrNil(t *time.Time) any {
 	}
 	return micros(*t)
 }
+
+// sqlitePlaceholder writes the n-th parameter of a SQLite statement.
+func sqlitePlaceholder(n int) string { return "?" + strconv.Itoa(n) }
 
 func fromMicros(v sql.NullInt64) *time.Time {
 	if !v.Valid {
@@ -256,16 +260,8 @@ func scanKeyDays(rows rowScanner) ([]quota.KeyDay, error) {
 
 // Calls streams the calls a filter selects to each, newest first.
 func (s *SQLite) Calls(ctx context.Context, f quota.CallFilter, each func(quota.Call) error) error {
-	limit := int64(f.Limit)
-	if limit <= 0 {
-		limit = -1 // no limit
-	}
-	rows, err := s.r.QueryContext(ctx, `
-		SELECT c.id, c.key_id, k.key_prefix, c.request_id, c.started_at, c.finished_at, c.state, c.status, c.batch_size, c.cost, c.target
-		FROM calls c JOIN api_key_stats k ON k.id = c.key_id
-		WHERE (?1 = 0 OR c.key_id = ?1) AND (?2 IS NULL OR c.started_at >= ?2) AND (?3 IS NULL OR c.started_at < ?3)
-		  AND (?4 = '' OR c.state = ?4) AND (?5 = 0 OR c.id < ?5)
-		ORDER BY c.id DESC LIMIT ?6`, f.KeyID, microsOrNil(f.From), microsOrNil(f.To), outcomeState(f.Outcome), f.Before, limit)
+	q, args := callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return wrap("calls", err)
 	}

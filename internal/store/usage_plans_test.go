@@ -1,0 +1,130 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/felix-gateway/felix/internal/quota"
+	"github.com/felix-gateway/felix/internal/store"
+	"github.com/felix-gateway/felix/internal/store/storetest"
+)
+
+// usageFilters are usage-log filters whose plans must read calls through
+// the indexes named, never whole: one key's calls (a page, a page after a
+// cursor, a time window, one outcome) by calls_key, and a time window of
+// every key by calls_started.
+func usageFilters() []struct {
+	name  string
+	f     quota.CallFilter
+	index string
+} {
+	from := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	to := from.AddDate(0, 0, 7)
+	return []struct {
+		name  string
+		f     quota.CallFilter
+		index string
+	}{
+		{"one key", quota.CallFilter{KeyID: 51, Limit: 100}, "calls_key"},
+		{"one key after a cursor", quota.CallFilter{KeyID: 51, Before: 40_000, Limit: 100}, "calls_key"},
+		{"one key in a week", quota.CallFilter{KeyID: 51, From: &from, To: &to}, "calls_key"},
+		{"one key's failures", quota.CallFilter{KeyID: 51, Outcome: quota.OutcomeFailed, Limit: 100}, "calls_key"},
+		{"every key in a week", quota.CallFilter{From: &from, To: &to}, "calls_started"},
+	}
+}
+
+// TestUsagePlansSQLite checks that SQLite finds a key's calls in the usage
+// log by calls_key. SQLite plans a statement before its values are bound,
+// so a condition like `(? = 0 OR key_id = ?)` made it read every call,
+// newest first, for any key.
+func TestUsagePlansSQLite(t *testing.T) {
+	databaseURL := storetest.URL(t, store.SQLiteKind)
+	storetest.Open(t, databaseURL)
+	db, err := sql.Open("sqlite", strings.TrimPrefix(databaseURL, "sqlite:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, u := range usageFilters() {
+		t.Run(u.name, func(t *testing.T) {
+			q, args := store.CallsQuery(u.f, store.SQLiteKind)
+			rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			uses := slices.ContainsFunc(plan, func(d string) bool {
+				return strings.HasPrefix(d, "SEARCH c USING ") && strings.Contains(d, "INDEX "+u.index+" ")
+			})
+			if !uses || slices.Contains(plan, "SCAN c") {
+				t.Errorf("plan of %s:\n%s\nwant calls searched by %s", q, strings.Join(plan, "\n"), u.index)
+			}
+		})
+	}
+}
+
+// TestUsagePlansPostgres checks the same on PostgreSQL for a key with few
+// calls among many keys' (a table analyzed): Felix sends the usage log's
+// statements unprepared, so each is planned for its values (custom); a
+// generic plan made for common keys would read calls from the newest on,
+// past every other key's, and that costs most for the keys with fewest
+// calls.
+func TestUsagePlansPostgres(t *testing.T) {
+	conn := planConn(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO api_key_stats (key_hash, key_prefix, remaining_calls, created_at, updated_at)
+		 SELECT 'h' || g, 'fx_' || g, 100, now(), now() FROM generate_series(1, 51) g`,
+		`INSERT INTO calls (key_id, cost, state, owner, request_id, status, started_at, deadline, finished_at)
+		 SELECT 1 + g % 50, 1, 'settled', 'old', '', 200, t, t + interval '150 seconds', t + interval '1 second'
+		 FROM (SELECT g, timestamptz '2026-10-01' + g * interval '60 seconds' AS t FROM generate_series(1, 100000) g) s`,
+		`INSERT INTO calls (key_id, cost, state, owner, request_id, status, started_at, deadline, finished_at)
+		 SELECT 51, 1, 'released', 'old', '', 502, t, t + interval '150 seconds', t + interval '1 second'
+		 FROM (SELECT timestamptz '2026-11-02' + g * interval '1 hour' AS t FROM generate_series(1, 20) g) s`,
+		`ANALYZE calls`,
+	} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", strings.Join(strings.Fields(q), " "), err)
+		}
+	}
+	for _, u := range usageFilters() {
+		q, args := store.CallsQuery(u.f, store.PostgresKind)
+		var params, values []string
+		for _, a := range args {
+			switch a := a.(type) {
+			case int64, int:
+				params, values = append(params, "bigint"), append(values, fmt.Sprint(a))
+			case string:
+				params, values = append(params, "text"), append(values, "'"+a+"'")
+			case time.Time:
+				params, values = append(params, "timestamptz"), append(values, "'"+a.Format(time.RFC3339)+"'")
+			default:
+				t.Fatalf("argument %v of type %T", a, a)
+			}
+		}
+		t.Run(u.name, func(t *testing.T) {
+			indexes, seqScans, outline := callsAccess(t, explain(t, conn, q, params, values, "force_custom_plan"))
+			if !slices.Equal(indexes, []string{u.index}) || seqScans > 0 {
+				t.Errorf("%s reads calls through indexes %v and %d sequential scans, want %s alone; plan:\n%s",
+					q, indexes, seqScans, u.index, outline)
+			}
+		})
+	}
+}
