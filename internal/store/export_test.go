@@ -41,3 +41,6 @@ func CallsQuery(f quota.CallFilter, kind Kind) (string, []any) {
 	}
 	return callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
 }
+
+// SQLiteSweeps are the SQLite writer's orphan sweeps, by name.
+var SQLiteSweeps = map[string]string{"release expired calls": sqliteReleaseExpired, "release an owner's calls": sqliteReleaseOwner}

@@ -37,6 +37,19 @@ type sqliteStmts struct {
 	reserve, insertCall, attachIdem, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
 }
 
+// The orphan sweeps: they find open calls by the partial index calls_open
+// (WHERE state = 'open'), whatever the size of the history. The owner's
+// sweep says +started_at so that SQLite cannot take calls_started for it,
+// which would read every call started before now (TestSweepPlansSQLite).
+const (
+	sqliteReleaseExpired = `
+		UPDATE calls SET state = 'released', finished_at = ?1
+		WHERE state = 'open' AND deadline < ?1 RETURNING key_id, cost`
+	sqliteReleaseOwner = `
+		UPDATE calls SET state = 'released', finished_at = ?1
+		WHERE state = 'open' AND owner = ?2 AND +started_at < ?1 RETURNING key_id, cost`
+)
+
 // each lists the statements with their SQL, for preparing and closing.
 func (st *sqliteStmts) each() []struct {
 	stmt *driver.Stmt
@@ -85,12 +98,8 @@ func (st *sqliteStmts) each() []struct {
 			WHERE id = ?4 AND state = 'open' AND key_id = ?5 AND cost = ?6`},
 		{&st.unreserve, `
 			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?1, in_flight = in_flight - ?2, updated_at = ?3 WHERE id = ?4`},
-		{&st.releaseExpired, `
-			UPDATE calls SET state = 'released', finished_at = ?1
-			WHERE state = 'open' AND deadline < ?1 RETURNING key_id, cost`},
-		{&st.releaseOwner, `
-			UPDATE calls SET state = 'released', finished_at = ?1
-			WHERE state = 'open' AND owner = ?2 AND started_at < ?1 RETURNING key_id, cost`},
+		{&st.releaseExpired, sqliteReleaseExpired},
+		{&st.releaseOwner, sqliteReleaseOwner},
 	}
 }
 

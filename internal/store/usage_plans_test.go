@@ -43,33 +43,11 @@ func usageFilters() []struct {
 // so a condition like `(? = 0 OR key_id = ?)` made it read every call,
 // newest first, for any key.
 func TestUsagePlansSQLite(t *testing.T) {
-	databaseURL := storetest.URL(t, store.SQLiteKind)
-	storetest.Open(t, databaseURL)
-	db, err := sql.Open("sqlite", strings.TrimPrefix(databaseURL, "sqlite:"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := sqliteDB(t)
 	for _, u := range usageFilters() {
 		t.Run(u.name, func(t *testing.T) {
 			q, args := store.CallsQuery(u.f, store.SQLiteKind)
-			rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
+			plan := sqlitePlan(t, db, q, args...)
 			uses := slices.ContainsFunc(plan, func(d string) bool {
 				return strings.HasPrefix(d, "SEARCH c USING ") && strings.Contains(d, "INDEX "+u.index+" ")
 			})
@@ -78,6 +56,57 @@ func TestUsagePlansSQLite(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSweepPlansSQLite checks that SQLite's orphan sweeps find open calls
+// by calls_open, the partial index of open calls, and never through
+// calls_started, which would read every call of the history.
+func TestSweepPlansSQLite(t *testing.T) {
+	db := sqliteDB(t)
+	for name, q := range store.SQLiteSweeps {
+		t.Run(name, func(t *testing.T) {
+			plan := sqlitePlan(t, db, q, time.Now().UnixMicro(), "owner")
+			if len(plan) != 1 || !strings.Contains(plan[0], " USING INDEX calls_open") && !strings.Contains(plan[0], " USING COVERING INDEX calls_open") {
+				t.Errorf("plan of %s:\n%s\nwant calls read by calls_open alone", q, strings.Join(plan, "\n"))
+			}
+		})
+	}
+}
+
+// sqliteDB opens a new SQLite store's database file for the plans.
+func sqliteDB(t *testing.T) *sql.DB {
+	t.Helper()
+	databaseURL := storetest.URL(t, store.SQLiteKind)
+	storetest.Open(t, databaseURL)
+	db, err := sql.Open("sqlite", strings.TrimPrefix(databaseURL, "sqlite:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// sqlitePlan returns the lines of SQLite's plan for q with args.
+func sqlitePlan(t *testing.T, db *sql.DB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }
 
 // TestUsagePlansPostgres checks the same on PostgreSQL for a key with few
