@@ -39,13 +39,8 @@ func CallsQuery(f quota.CallFilter, kind Kind) (string, []any) {
 	if kind == PostgresKind {
 		return callsQuery(f, pgPlaceholder, func(t time.Time) any { return t })
 	}
-	return sqliteCallsQuery(f)
+	return callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
 }
 
 // SQLiteSweeps are the SQLite writer's orphan sweeps, by name.
 var SQLiteSweeps = map[string]string{"release expired calls": sqliteReleaseExpired, "release an owner's calls": sqliteReleaseOwner}
-
-// SetKeyCallsEvery makes SQLite's groups add the newest calls to
-// key_calls every d from their next one on; call it only while no write
-// is in flight.
-func SetKeyCallsEvery(d time.Duration) { keyCallsEvery = d }

@@ -258,27 +258,9 @@ func scanKeyDays(rows rowScanner) ([]quota.KeyDay, error) {
 	return days, wrap("key daily", rows.Err())
 }
 
-// sqliteCallsQuery is the usage log's statement on SQLite. One key's
-// calls up to key_calls_upto are found by key_calls, the newer ones (a
-// second's at most) from the primary key (migration 00006); both parts
-// come newest first by their own order, and SQLite merges them. The
-// newer part says +c.started_at so that a time window does not draw it
-// to calls_started, which would read every key's calls in the window.
-func sqliteCallsQuery(f quota.CallFilter) (string, []any) {
-	s := newCallFilterSQL(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
-	if f.KeyID == 0 {
-		return callsFrom + s.conds(onCalls) + " ORDER BY c.id DESC" + s.limit(), s.args
-	}
-	const upto = "(SELECT id FROM key_calls_upto)"
-	return callsFrom + s.conds(callCols{"c.key_id", "c.id", "+c.started_at"}, "c.id > "+upto) +
-		" UNION ALL SELECT kc.id, " + callColumns + " FROM key_calls kc JOIN calls c ON c.id = kc.id JOIN api_key_stats k ON k.id = c.key_id" +
-		s.conds(callCols{"kc.key_id", "kc.id", "c.started_at"}, "kc.id <= "+upto) +
-		" ORDER BY 1 DESC" + s.limit(), s.args
-}
-
 // Calls streams the calls a filter selects to each, newest first.
 func (s *SQLite) Calls(ctx context.Context, f quota.CallFilter, each func(quota.Call) error) error {
-	q, args := sqliteCallsQuery(f)
+	q, args := callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return wrap("calls", err)

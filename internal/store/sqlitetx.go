@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
 )
@@ -27,23 +26,13 @@ type sqliteTx struct {
 	stmts sqliteStmts
 	args  []driver.NamedValue
 	row   []driver.Value
-	// indexedAt is when a group last added the calls since
-	// key_calls_upto to key_calls (indexKeyCalls).
-	indexedAt time.Time
 }
-
-// keyCallsEvery is how often a group adds the newest calls to
-// key_calls: once per this many, in one batch, so that a key's leaf of
-// that table is written once per batch instead of once per commit
-// (migration 00006). A variable for the tests.
-var keyCallsEvery = time.Second
 
 // sqliteStmts are the writer's statements, prepared once per connection
 // (the transaction's own too: parsing BEGIN and COMMIT again for every
 // group cost about 1% of Felix's CPU under load).
 type sqliteStmts struct {
-	begin, commit, rollback     driver.Stmt
-	indexKeyCalls, markKeyCalls driver.Stmt
+	begin, commit, rollback driver.Stmt
 
 	reserve, insertCall, attachIdem, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
 }
@@ -73,10 +62,6 @@ func (st *sqliteStmts) each() []struct {
 		{&st.begin, `BEGIN IMMEDIATE`},
 		{&st.commit, `COMMIT`},
 		{&st.rollback, `ROLLBACK`},
-		{&st.indexKeyCalls, `
-			INSERT INTO key_calls (key_id, id) SELECT key_id, id FROM calls WHERE id > (SELECT id FROM key_calls_upto)`},
-		{&st.markKeyCalls, `
-			UPDATE key_calls_upto SET id = max(id, COALESCE((SELECT max(id) FROM calls), 0))`},
 		{&st.reserve, `
 			UPDATE api_key_stats
 			SET reserved_calls = reserved_calls + (CASE WHEN cost_per_image THEN ?1 ELSE 1 END), in_flight = in_flight + 1,
@@ -335,23 +320,7 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 			return err
 		}
 	}
-	if now := time.Now(); now.Sub(t.indexedAt) >= keyCallsEvery {
-		t.indexedAt = now
-		return t.indexKeyCalls()
-	}
 	return nil
-}
-
-// indexKeyCalls adds every call after key_calls_upto to key_calls and
-// moves the mark to the newest call. It runs in a group's transaction,
-// which holds SQLite's write lock, so no call at or below the mark can
-// commit later.
-func (t *sqliteTx) indexKeyCalls() error {
-	if _, err := t.exec(t.stmts.indexKeyCalls); err != nil {
-		return err
-	}
-	_, err := t.exec(t.stmts.markKeyCalls)
-	return err
 }
 
 // charge is what a group's settled calls take from one key.
