@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/felix-gateway/felix/internal/quota"
 )
@@ -37,9 +36,9 @@ const TurnLock = pgTurnLock
 // kind, with its arguments.
 func CallsQuery(f quota.CallFilter, kind Kind) (string, []any) {
 	if kind == PostgresKind {
-		return callsQuery(f, pgPlaceholder, func(t time.Time) any { return t })
+		return pgCallsQuery(f)
 	}
-	return callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+	return sqliteCallsQuery(f)
 }
 
 // SQLiteSweeps are the SQLite writer's orphan sweeps, by name.

@@ -183,9 +183,14 @@ func (p *Postgres) KeyDaily(ctx context.Context, keyID int64, since string) ([]q
 // pgPlaceholder writes the n-th parameter of a PostgreSQL statement.
 func pgPlaceholder(n int) string { return "$" + strconv.Itoa(n) }
 
+// pgCallsQuery is the usage log's statement on PostgreSQL.
+func pgCallsQuery(f quota.CallFilter) (string, []any) {
+	return callsQuery(f, "c.started_at", pgPlaceholder, func(t time.Time) any { return t })
+}
+
 // Calls streams the calls a filter selects to each, newest first.
 func (p *Postgres) Calls(ctx context.Context, f quota.CallFilter, each func(quota.Call) error) error {
-	q, args := callsQuery(f, pgPlaceholder, func(t time.Time) any { return t })
+	q, args := pgCallsQuery(f)
 	// Unprepared, so that PostgreSQL plans it for the key asked about:
 	// a plan kept for every key would read all calls from the newest on
 	// to find a quiet key's (TestUsagePlansPostgres).

@@ -30,9 +30,10 @@ const callColumns = `c.id, c.key_id, k.key_prefix, c.request_id, c.started_at, c
 // calls_started) even in a plan made before the values are known, as
 // SQLite makes every plan: a condition like `(? = 0 OR key_id = ?)` hides
 // the index from such a plan, which then reads calls from the newest to
-// the oldest. placeholder writes the n-th parameter as the store's SQL
-// does; at converts a time to the store's column type.
-func callsQuery(f quota.CallFilter, placeholder func(n int) string, at func(time.Time) any) (string, []any) {
+// the oldest. started is the start column as the conditions name it;
+// placeholder writes the n-th parameter as the store's SQL does; at
+// converts a time to the store's column type.
+func callsQuery(f quota.CallFilter, started string, placeholder func(n int) string, at func(time.Time) any) (string, []any) {
 	var (
 		conds []string
 		args  []any
@@ -45,10 +46,10 @@ func callsQuery(f quota.CallFilter, placeholder func(n int) string, at func(time
 		where("c.key_id = %s", f.KeyID)
 	}
 	if f.From != nil {
-		where("c.started_at >= %s", at(*f.From))
+		where(started+" >= %s", at(*f.From))
 	}
 	if f.To != nil {
-		where("c.started_at < %s", at(*f.To))
+		where(started+" < %s", at(*f.To))
 	}
 	if state := outcomeState(f.Outcome); state != "" {
 		where("c.state = %s", state)

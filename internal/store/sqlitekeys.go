@@ -258,9 +258,23 @@ func scanKeyDays(rows rowScanner) ([]quota.KeyDay, error) {
 	return days, wrap("key daily", rows.Err())
 }
 
+// sqliteCallsQuery is the usage log's statement on SQLite. A page of
+// every key's calls in a time window is read newest first along the
+// primary key (+c.started_at keeps SQLite off calls_started): through
+// calls_started SQLite would sort the whole window for every page, where
+// a recent window's page is found at once. One key's calls, and a whole
+// window (the CSV), take their indexes.
+func sqliteCallsQuery(f quota.CallFilter) (string, []any) {
+	started := "c.started_at"
+	if f.KeyID == 0 && f.Limit > 0 {
+		started = "+c.started_at"
+	}
+	return callsQuery(f, started, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+}
+
 // Calls streams the calls a filter selects to each, newest first.
 func (s *SQLite) Calls(ctx context.Context, f quota.CallFilter, each func(quota.Call) error) error {
-	q, args := callsQuery(f, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+	q, args := sqliteCallsQuery(f)
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return wrap("calls", err)
