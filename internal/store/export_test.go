@@ -43,3 +43,13 @@ func CallsQuery(f quota.CallFilter, kind Kind) (string, []any) {
 
 // SQLiteSweeps are the SQLite writer's orphan sweeps, by name.
 var SQLiteSweeps = map[string]string{"release expired calls": sqliteReleaseExpired, "release an owner's calls": sqliteReleaseOwner}
+
+// PreparedUsageStatements counts the usage log's statements prepared in
+// the sessions of a PostgreSQL store's pool (open it with MaxConns 1 to
+// see them all).
+func PreparedUsageStatements(ctx context.Context, s Store) (int, error) {
+	var n int
+	// The pattern is split so that this statement does not match itself.
+	err := s.(*Postgres).pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%FROM calls c JOIN ' || 'api_key_stats k%'`).Scan(&n)
+	return n, err
+}

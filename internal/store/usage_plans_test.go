@@ -165,3 +165,20 @@ func TestUsagePlansPostgres(t *testing.T) {
 		})
 	}
 }
+
+// TestUsageUnpreparedPostgres checks that Felix sends the usage log's
+// statements unprepared, which TestUsagePlansPostgres relies on: a
+// statement pgx prepares may get a generic plan from its sixth run on.
+func TestUsageUnpreparedPostgres(t *testing.T) {
+	s := storetest.OpenWith(t, storetest.URL(t, store.PostgresKind), store.Options{MaxConns: 1})
+	ctx := context.Background()
+	for range 7 {
+		if err := s.Calls(ctx, quota.CallFilter{KeyID: 1, Limit: 10}, func(quota.Call) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := store.PreparedUsageStatements(ctx, s)
+	if err != nil || n != 0 {
+		t.Errorf("%d usage statements prepared in the store's session (%v), want none", n, err)
+	}
+}
