@@ -38,7 +38,19 @@ func CallsQuery(f quota.CallFilter, kind Kind) (string, []any) {
 	if kind == PostgresKind {
 		return pgCallsQuery(f)
 	}
-	return sqliteCallsQuery(f)
+	return sqliteCallsQuery(f, false)
+}
+
+// SQLiteWindowIDs is the statement the SQLite store estimates a window's
+// place among the calls with.
+const SQLiteWindowIDs = sqliteWindowIDs
+
+// SQLiteCallsQuery is the statement the SQLite store s reads the usage
+// log with for f, which depends on where f's window lies in its calls.
+func SQLiteCallsQuery(ctx context.Context, s Store, f quota.CallFilter) (string, []any, error) {
+	byWindow, err := s.(*SQLite).oldWindow(ctx, f)
+	q, args := sqliteCallsQuery(f, byWindow)
+	return q, args, err
 }
 
 // SQLiteSweeps are the SQLite writer's orphan sweeps, by name.

@@ -185,7 +185,7 @@ func pgPlaceholder(n int) string { return "$" + strconv.Itoa(n) }
 
 // pgCallsQuery is the usage log's statement on PostgreSQL.
 func pgCallsQuery(f quota.CallFilter) (string, []any) {
-	return callsQuery(f, "c.started_at", pgPlaceholder, func(t time.Time) any { return t })
+	return callsQuery(f, "c.started_at", "c.id", pgPlaceholder, func(t time.Time) any { return t })
 }
 
 // Calls streams the calls a filter selects to each, newest first.

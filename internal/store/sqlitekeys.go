@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -260,21 +261,71 @@ func scanKeyDays(rows rowScanner) ([]quota.KeyDay, error) {
 
 // sqliteCallsQuery is the usage log's statement on SQLite. A page of
 // every key's calls in a time window is read newest first along the
-// primary key (+c.started_at keeps SQLite off calls_started): through
-// calls_started SQLite would sort the whole window for every page, where
-// a recent window's page is found at once. One key's calls, and a whole
-// window (the CSV), take their indexes.
-func sqliteCallsQuery(f quota.CallFilter) (string, []any) {
-	started := "c.started_at"
+// primary key (+c.started_at keeps SQLite off calls_started), where a
+// recent window's page is found at once; unless byWindow: the window lies
+// so far back that reading every newer call would cost more than sorting
+// the window, found by calls_started (+c.id keeps SQLite off the primary
+// key's order, which it would otherwise prefer to a sort for a window
+// open at one end). One key's calls, and a whole window (the CSV), take
+// their indexes.
+func sqliteCallsQuery(f quota.CallFilter, byWindow bool) (string, []any) {
+	started, order := "c.started_at", "c.id"
 	if f.KeyID == 0 && f.Limit > 0 {
-		started = "+c.started_at"
+		if byWindow {
+			order = "+c.id"
+		} else {
+			started = "+c.started_at"
+		}
 	}
-	return callsQuery(f, started, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+	return callsQuery(f, started, order, sqlitePlaceholder, func(t time.Time) any { return micros(t) })
+}
+
+// sqliteWindowIDs finds the newest call's id and those of the first calls
+// started at or after ?1 (the window's end) and ?2 (its start).
+const sqliteWindowIDs = `SELECT
+	(SELECT max(id) FROM calls),
+	(SELECT id FROM calls WHERE started_at >= ?1 ORDER BY started_at LIMIT 1),
+	(SELECT id FROM calls WHERE started_at >= ?2 ORDER BY started_at LIMIT 1)`
+
+// windowCost is how many calls read along the primary key cost as much as
+// one call of a window sorted through calls_started (read by the index,
+// then its row and its key's, then sorted).
+const windowCost = 4
+
+// oldWindow tells whether a page of every key's calls in f's window
+// is cheaper to find by sorting the window than by reading the calls from
+// the cursor (or the newest) down to the window: whether more than
+// windowCost times the window's calls lie between them. Both plans find
+// the same calls; the counts are estimated from ids, which SQLite gives
+// out in commit order, close to the order of starts, each end found by
+// one search of calls_started.
+func (s *SQLite) oldWindow(ctx context.Context, f quota.CallFilter) (bool, error) {
+	if f.KeyID != 0 || f.Limit == 0 || f.To == nil {
+		return false, nil
+	}
+	from := int64(math.MinInt64)
+	if f.From != nil {
+		from = micros(*f.From)
+	}
+	var newest, after, first sql.NullInt64
+	err := s.r.QueryRowContext(ctx, sqliteWindowIDs, micros(*f.To), from).Scan(&newest, &after, &first)
+	if err != nil || !after.Valid {
+		return false, err // no call started after the window: it is the newest
+	}
+	top := newest.Int64
+	if f.Before > 0 {
+		top = min(top, f.Before-1)
+	}
+	return top-after.Int64 > windowCost*max(after.Int64-first.Int64, 0), nil
 }
 
 // Calls streams the calls a filter selects to each, newest first.
 func (s *SQLite) Calls(ctx context.Context, f quota.CallFilter, each func(quota.Call) error) error {
-	q, args := sqliteCallsQuery(f)
+	byWindow, err := s.oldWindow(ctx, f)
+	if err != nil {
+		return wrap("calls", err)
+	}
+	q, args := sqliteCallsQuery(f, byWindow)
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return wrap("calls", err)

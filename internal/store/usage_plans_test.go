@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -180,5 +181,99 @@ func TestUsageUnpreparedPostgres(t *testing.T) {
 	n, err := store.PreparedUsageStatements(ctx, s)
 	if err != nil || n != 0 {
 		t.Errorf("%d usage statements prepared in the store's session (%v), want none", n, err)
+	}
+}
+
+// TestUsageWindowPagesSQLite: a page of every key's calls in a time window
+// is read along the primary key from the newest call (or the cursor) down,
+// unless the window lies so far back that more than four times its calls
+// come after it: then SQLite sorts the window, found by calls_started,
+// instead of reading every newer call. Either way the page holds the same
+// calls.
+func TestUsageWindowPagesSQLite(t *testing.T) {
+	ctx := context.Background()
+	databaseURL := storetest.URL(t, store.SQLiteKind)
+	s := storetest.Open(t, databaseURL)
+	k, err := s.CreateKey(ctx, quota.NewKey{Hash: "h", Prefix: "fx_h", Remaining: 1, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", strings.TrimPrefix(databaseURL, "sqlite:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// 30 days of 1,000 calls each, ids in the order of their starts.
+	const perDay = 1000
+	day0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := db.Exec(`
+		WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 30 * ?2 - 1)
+		INSERT INTO calls (key_id, cost, state, owner, status, started_at, deadline, finished_at)
+		SELECT ?1, 1, 'settled', 'test', 200, ?3 + i * (86400000000 / ?2), ?3 + i * (86400000000 / ?2) + 60000000, ?3 + i * (86400000000 / ?2) + 1000
+		FROM n`, k.ID, perDay, day0.UnixMicro()); err != nil {
+		t.Fatal(err)
+	}
+	// The estimate is three searches, whatever the history's length.
+	for _, step := range sqlitePlan(t, db, store.SQLiteWindowIDs, day0.UnixMicro(), day0.UnixMicro()) {
+		if strings.HasPrefix(step, "SCAN ") && step != "SCAN CONSTANT ROW" {
+			t.Errorf("plan of %s: a step %q, want only searches", store.SQLiteWindowIDs, step)
+		}
+	}
+	at := func(days float64) *time.Time {
+		t := day0.Add(time.Duration(days * float64(24*time.Hour)))
+		return &t
+	}
+	for _, c := range []struct {
+		name     string
+		f        quota.CallFilter
+		byWindow bool
+	}{
+		{"the last five days", quota.CallFilter{From: at(25), To: at(30), Limit: 50}, false},
+		{"days 1 to 3", quota.CallFilter{From: at(1), To: at(3), Limit: 50}, true},
+		{"days 1 to 3 after a cursor in them", quota.CallFilter{From: at(1), To: at(3), Before: 2500, Limit: 50}, false},
+		{"days 1 to 3 after a cursor on day 20", quota.CallFilter{From: at(1), To: at(3), Before: 20 * perDay, Limit: 50}, true},
+		{"days 20 to 24", quota.CallFilter{From: at(20), To: at(24), Limit: 50}, false},
+		{"everything before day 2", quota.CallFilter{To: at(2), Limit: 50}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			q, args, err := store.SQLiteCallsQuery(ctx, s, c.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := sqlitePlan(t, db, q, args...)
+			step := func(prefix string) bool {
+				return slices.ContainsFunc(plan, func(d string) bool { return strings.HasPrefix(d, prefix) })
+			}
+			byWindow := step("SEARCH c USING INDEX calls_started (")
+			byID := step("SCAN c") || step("SEARCH c USING INTEGER PRIMARY KEY (rowid<?)")
+			if byWindow != c.byWindow || byID == byWindow || byID && step("USE TEMP B-TREE") {
+				t.Errorf("plan of %s:\n%s\nwant the window sorted: %v", q, strings.Join(plan, "\n"), c.byWindow)
+			}
+			var got []int64
+			if err := s.Calls(ctx, c.f, func(call quota.Call) error { got = append(got, call.ID); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			var want []int64
+			from := int64(math.MinInt64)
+			if c.f.From != nil {
+				from = c.f.From.UnixMicro()
+			}
+			rows, err := db.Query(`SELECT id FROM calls NOT INDEXED WHERE started_at >= ? AND started_at < ? AND (? = 0 OR id < ?) ORDER BY id DESC LIMIT ?`,
+				from, c.f.To.UnixMicro(), c.f.Before, c.f.Before, c.f.Limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, id)
+			}
+			if len(want) != c.f.Limit || !slices.Equal(got, want) {
+				t.Errorf("page %v, want %v", got, want)
+			}
+		})
 	}
 }
