@@ -30,9 +30,11 @@ const callColumns = `c.id, c.key_id, k.key_prefix, c.request_id, c.started_at, c
 // calls_started) even in a plan made before the values are known, as
 // SQLite makes every plan: a condition like `(? = 0 OR key_id = ?)` hides
 // the index from such a plan, which then reads calls from the newest to
-// the oldest. started is the start column as the conditions name it,
-// order the id column as ORDER BY names it; placeholder writes the n-th parameter as the store's SQL does; at
-// converts a time to the store's column type.
+// the oldest. started is the start column as the conditions name it and
+// order the id column as ORDER BY names it (either may carry SQLite's
+// unary + to keep the planner off an index); placeholder writes the n-th
+// parameter as the store's SQL does; at converts a time to the store's
+// column type.
 func callsQuery(f quota.CallFilter, started, order string, placeholder func(n int) string, at func(time.Time) any) (string, []any) {
 	var (
 		conds []string
