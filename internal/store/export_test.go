@@ -65,3 +65,7 @@ func PreparedUsageStatements(ctx context.Context, s Store) (int, error) {
 	err := s.(*Postgres).pool.QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%FROM calls c JOIN ' || 'api_key_stats k%'`).Scan(&n)
 	return n, err
 }
+
+// OpenCalls is how many calls the SQLite store s counts open, which its
+// writer's gather goes by.
+func OpenCalls(s Store) int64 { return s.(*SQLite).open.Load() }

@@ -19,12 +19,16 @@ const maxGroup = 256
 // ends sooner when the earliest deadline of its writers' contexts passes.
 const commitTimeout = 5 * time.Second
 
+// maxGather bounds how long a group waits for the writes its gather asks
+// for.
+const maxGather = time.Millisecond
+
 // group commits writes together. Callers hand it a write of type W and
 // wait; one goroutine runs every write queued meanwhile in a single
 // transaction, so one durable commit (one fsync) serves many calls, and
-// each caller returns only once its write is durable. Nothing waits on
-// purpose: a lone write commits at once, and batches form while the
-// previous commit is flushing.
+// each caller returns only once its write is durable. Batches form while
+// the previous commit is flushing; a lone write commits at once unless
+// the group has a gather that asks for more (under load, see gather).
 //
 // commit runs the writes in one transaction and fills in each one's
 // result R (results[i] for writes[i]); it gets fresh, zero results on
@@ -51,8 +55,15 @@ type group[W, R any] struct {
 	// waits for its turn join its next group instead of making one more.
 	// It returns end, which gives the turn up without committing; commit
 	// gives it up itself.
-	turn     func(ctx context.Context) (end func(), err error)
-	observer Observer // told of every commit; nil: nobody
+	turn func(ctx context.Context) (end func(), err error)
+	// gather, when set, says how many queued writes are worth waiting
+	// for before a group is taken (0 or less: none): under load, every
+	// write that joins a commit instead of starting the next one saves
+	// that commit's fixed work. The group waits for them up to
+	// gatherWait (maxGather unless a test sets it).
+	gather     func() int
+	gatherWait time.Duration
+	observer   Observer // told of every commit; nil: nobody
 }
 
 type groupOp[W, R any] struct {
@@ -76,7 +87,7 @@ func newGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack
 func newTurnGroup[W, R any](commit func(context.Context, []W, []R) error, rolledBack func(error) bool, turn func(context.Context) (func(), error), observer Observer) *group[W, R] {
 	g := &group[W, R]{
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{}),
-		commit: commit, rolledBack: rolledBack, turn: turn, observer: observer,
+		commit: commit, rolledBack: rolledBack, turn: turn, gatherWait: maxGather, observer: observer,
 	}
 	go g.loop()
 	return g
@@ -143,6 +154,32 @@ func (g *group[W, R]) queued() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.queue)
+}
+
+// gatherWrites waits until as many writes as gather asks for are queued,
+// at most gatherWait, and not past close.
+func (g *group[W, R]) gatherWrites() {
+	if g.gather == nil {
+		return
+	}
+	want := min(g.gather(), maxGroup)
+	if want <= 0 || g.queued() >= want {
+		return
+	}
+	t := time.NewTimer(g.gatherWait)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.wake:
+			if g.queued() >= want {
+				return
+			}
+		case <-t.C:
+			return
+		case <-g.quit:
+			return
+		}
+	}
 }
 
 // groupDeadline is when a group of ops must end: after commitTimeout, or
@@ -231,6 +268,7 @@ func (g *group[W, R]) loop() {
 		if g.queued() == 0 {
 			continue // every queued write left
 		}
+		g.gatherWrites()
 		var (
 			results   []R
 			err       error

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -326,5 +327,111 @@ func TestGroupObserved(t *testing.T) {
 	}
 	if len(got) != 7 || got[0] != (observedCommit{1, false}) || got[1] != (observedCommit{5, true}) || singlesFailed != 1 {
 		t.Errorf("observed commits %+v, want {1 ok}, {5 failed}, then 5 of size 1 with one failed", got)
+	}
+}
+
+// gatheringGroup returns a group whose gather asks for want writes and
+// waits for them up to wait, and the sizes of the groups it committed.
+func gatheringGroup(t *testing.T, want int, wait time.Duration) (g *group[fakeWrite, int], sizes func() []int) {
+	var (
+		mu  sync.Mutex
+		got []int
+	)
+	g = newGroup(func(_ context.Context, writes []fakeWrite, results []int) error {
+		mu.Lock()
+		got = append(got, len(writes))
+		mu.Unlock()
+		return double(writes, results)
+	}, func(error) bool { return true }, nil)
+	// Set before the first write, whose hand-over to the loop orders them.
+	g.gather, g.gatherWait = func() int { return want }, wait
+	t.Cleanup(g.close)
+	return g, func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// doAsync runs one write in the background; its result arrives on the
+// channel.
+func doAsync(g *group[fakeWrite, int], v int) <-chan groupDone[int] {
+	done := make(chan groupDone[int], 1)
+	go func() {
+		r, err := g.do(context.Background(), fakeWrite{v: v})
+		done <- groupDone[int]{r, err}
+	}()
+	return done
+}
+
+// await returns a write's outcome, failing the test if it takes longer
+// than a minute (the group kept it waiting).
+func await(t *testing.T, done <-chan groupDone[int]) groupDone[int] {
+	t.Helper()
+	select {
+	case d := <-done:
+		return d
+	case <-time.After(time.Minute):
+		t.Fatal("a write was still waiting after a minute")
+		return groupDone[int]{}
+	}
+}
+
+// TestGroupGathers: with a gather asking for three writes, the first two
+// wait in the queue (longer than any lone commit would take) until the
+// third arrives, and the three share one commit.
+func TestGroupGathers(t *testing.T) {
+	g, sizes := gatheringGroup(t, 3, time.Hour)
+	var done []<-chan groupDone[int]
+	for i := range 3 {
+		done = append(done, doAsync(g, i))
+		if i < 2 {
+			waitQueued(t, g, i+1)
+		}
+	}
+	for i, d := range done {
+		if got := await(t, d); got.err != nil || got.r != 2*i {
+			t.Errorf("write %d: got %d, %v; want %d, nil", i, got.r, got.err, 2*i)
+		}
+	}
+	if got := sizes(); !slices.Equal(got, []int{3}) {
+		t.Errorf("groups of %v, want one group of 3", got)
+	}
+}
+
+// TestGroupGatherBounded: a gather that asks for more writes than come
+// keeps a lone write waiting no longer than its bound, and one asking for
+// none (a quiet gateway) none at all.
+func TestGroupGatherBounded(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		want int
+		wait time.Duration
+	}{
+		{"more than come", 100, 50 * time.Millisecond},
+		{"none", 0, time.Hour},
+		{"fewer than queued", -1, time.Hour},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g, sizes := gatheringGroup(t, c.want, c.wait)
+			if got := await(t, doAsync(g, 4)); got.err != nil || got.r != 8 {
+				t.Errorf("got %d, %v; want 8, nil", got.r, got.err)
+			}
+			if got := sizes(); !slices.Equal(got, []int{1}) {
+				t.Errorf("groups of %v, want one group of 1", got)
+			}
+		})
+	}
+}
+
+// TestGroupGatherClosed: closing a group that waits for more writes ends
+// the wait; the queued write learns its outcome.
+func TestGroupGatherClosed(t *testing.T) {
+	g, _ := gatheringGroup(t, 100, time.Hour)
+	done := doAsync(g, 1)
+	waitQueued(t, g, 1)
+	g.close()
+	if got := await(t, done); got.err != nil && !errors.Is(got.err, errClosed) {
+		t.Errorf("got %d, %v; want its result or errClosed", got.r, got.err)
 	}
 }

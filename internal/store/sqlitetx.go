@@ -239,6 +239,9 @@ func (s *SQLite) commitGroup(ctx context.Context, writes []callWrite, results []
 			return err
 		}
 		err := s.tx.run(ctx, writes, results)
+		if err == nil {
+			s.open.Add(openedCalls(writes, results))
+		}
 		if v, ok := dc.(driver.Validator); errors.Is(err, driver.ErrBadConn) || ok && !v.IsValid() {
 			// database/sql will drop this connection: finalize its
 			// statements while it is open; the next group prepares anew.
@@ -246,6 +249,23 @@ func (s *SQLite) commitGroup(ctx context.Context, writes []callWrite, results []
 		}
 		return err
 	})
+}
+
+// openedCalls is how many calls a committed group opened, less those it
+// ended.
+func openedCalls(writes []callWrite, results []callResult) int64 {
+	var n int64
+	for i, w := range writes {
+		switch r := results[i]; {
+		case w.kind == reserveWrite && r.callID != 0:
+			n++
+		case (w.kind == settleWrite || w.kind == releaseWrite) && r.changed:
+			n--
+		case w.kind == sweepWrite:
+			n -= int64(r.released)
+		}
+	}
+	return n
 }
 
 // closeTx finalizes the writer's statements on their connection.

@@ -218,6 +218,55 @@ func TestReleaseOrphans(t *testing.T) {
 	})
 }
 
+// TestSQLiteCountsOpenCalls: the open calls the SQLite writer counts
+// (its gather waits for more writes when many are open) follow every way
+// a call opens and ends, only once each, and a store opened on a
+// database with open calls starts from them.
+func TestSQLiteCountsOpenCalls(t *testing.T) {
+	url := storetest.URL(t, store.SQLiteKind)
+	s := storetest.Open(t, url)
+	ctx := context.Background()
+	check := func(when string, s store.Store, want int64) {
+		t.Helper()
+		if got := store.OpenCalls(s); got != want {
+			t.Errorf("%s: %d calls counted open, want %d", when, got, want)
+		}
+	}
+	newKey(t, s, "k", 5)
+	var calls []quota.Admission
+	for range 5 {
+		calls = append(calls, reserve(t, s, call("k", "a", t0)))
+	}
+	if a, err := s.Reserve(ctx, call("k", "a", t0)); err != nil || a.Admitted() {
+		t.Fatalf("sixth Reserve of 5: got %+v, %v; want refused", a, err)
+	}
+	check("5 admitted, 1 refused", s, 5)
+	for range 2 {
+		if err := s.Settle(ctx, ended(calls[0], 200)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Release(ctx, ended(calls[1], 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("one settled and one released, twice each", s, 3)
+	if n, err := s.ReleaseExpired(ctx, t0.Add(61*time.Second)); err != nil || n != 3 {
+		t.Fatalf("ReleaseExpired: got %d, %v; want 3", n, err)
+	}
+	check("the rest expired", s, 0)
+	reserve(t, s, call("k", "b", t0.Add(2*time.Minute)))
+	reserve(t, s, call("k", "b", t0.Add(2*time.Minute)))
+	check("2 more admitted", s, 2)
+	s.Close()
+
+	s = storetest.Open(t, url)
+	check("opened again", s, 2)
+	if n, err := s.ReleaseOwner(ctx, "b", t0.Add(3*time.Minute)); err != nil || n != 2 {
+		t.Fatalf("ReleaseOwner: got %d, %v; want 2", n, err)
+	}
+	check("the owner's released", s, 0)
+}
+
 // TestConcurrentReserve is invariant 1 at the store: N concurrent
 // reservations against R remaining admit exactly min(N, R).
 func TestConcurrentReserve(t *testing.T) {
