@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/felix-gateway/felix/internal/quota"
@@ -26,6 +27,10 @@ type sqliteTx struct {
 	stmts sqliteStmts
 	args  []driver.NamedValue
 	row   []driver.Value
+	// open is the number of open calls a group with a sweep counted at
+	// its end; counted says it did.
+	open    int64
+	counted bool
 }
 
 // sqliteStmts are the writer's statements, prepared once per connection
@@ -34,7 +39,7 @@ type sqliteTx struct {
 type sqliteStmts struct {
 	begin, commit, rollback driver.Stmt
 
-	reserve, insertCall, attachIdem, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner driver.Stmt
+	reserve, insertCall, attachIdem, settleCall, chargeKey, countDay, countKeyDay, releaseCall, unreserve, releaseExpired, releaseOwner, countOpen driver.Stmt
 }
 
 // The orphan sweeps: they find open calls by the partial index calls_open
@@ -100,6 +105,7 @@ func (st *sqliteStmts) each() []struct {
 			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?1, in_flight = in_flight - ?2, updated_at = ?3 WHERE id = ?4`},
 		{&st.releaseExpired, sqliteReleaseExpired},
 		{&st.releaseOwner, sqliteReleaseOwner},
+		{&st.countOpen, `SELECT count(*) FROM calls WHERE state = 'open'`},
 	}
 }
 
@@ -153,6 +159,7 @@ func (t *sqliteTx) run(ctx context.Context, writes []callWrite, results []callRe
 	// BEGIN waits for another process's write lock (busy_timeout) no
 	// longer than ctx; the statements and COMMIT run without a context,
 	// which spares the driver a goroutine per statement.
+	t.counted = false
 	if _, err := t.stmts.begin.(driver.StmtExecContext).ExecContext(ctx, nil); err != nil {
 		return errors.Join(errNotBegun, err)
 	}
@@ -239,7 +246,10 @@ func (s *SQLite) commitGroup(ctx context.Context, writes []callWrite, results []
 			return err
 		}
 		err := s.tx.run(ctx, writes, results)
-		if err == nil {
+		switch {
+		case err == nil && s.tx.counted:
+			s.open.Store(s.tx.open)
+		case err == nil:
 			s.open.Add(openedCalls(writes, results))
 		}
 		if v, ok := dc.(driver.Validator); errors.Is(err, driver.ErrBadConn) || ok && !v.IsValid() {
@@ -339,6 +349,14 @@ func (t *sqliteTx) apply(writes []callWrite, results []callResult) error {
 		if _, err := t.exec(t.stmts.countKeyDay, kd.keyID, kd.day, c.generations, c.units); err != nil {
 			return err
 		}
+	}
+	if slices.ContainsFunc(writes, func(w callWrite) bool { return w.kind == sweepWrite }) {
+		// The recovery loop's sweeps also count the open calls, so that
+		// the writer's count of them (openedCalls) is exact again after
+		// each recovery interval whatever happened before.
+		found, err := t.queryRow(t.stmts.countOpen, []*int64{&t.open})
+		t.counted = found && err == nil
+		return err
 	}
 	return nil
 }

@@ -220,8 +220,9 @@ func TestReleaseOrphans(t *testing.T) {
 
 // TestSQLiteCountsOpenCalls: the open calls the SQLite writer counts
 // (its gather waits for more writes when many are open) follow every way
-// a call opens and ends, only once each, and a store opened on a
-// database with open calls starts from them.
+// a call opens and ends, only once each; a store opened on a database
+// with open calls starts from them, and a sweep (the recovery loop's,
+// every second) sets the count right if it ever drifted.
 func TestSQLiteCountsOpenCalls(t *testing.T) {
 	url := storetest.URL(t, store.SQLiteKind)
 	s := storetest.Open(t, url)
@@ -265,6 +266,13 @@ func TestSQLiteCountsOpenCalls(t *testing.T) {
 		t.Fatalf("ReleaseOwner: got %d, %v; want 2", n, err)
 	}
 	check("the owner's released", s, 0)
+
+	reserve(t, s, call("k", "c", t0.Add(4*time.Minute)))
+	store.SetOpenCalls(s, 100)
+	if n, err := s.ReleaseExpired(ctx, t0.Add(4*time.Minute)); err != nil || n != 0 {
+		t.Fatalf("ReleaseExpired: got %d, %v; want 0", n, err)
+	}
+	check("a sweep after the count drifted to 100", s, 1)
 }
 
 // TestConcurrentReserve is invariant 1 at the store: N concurrent
