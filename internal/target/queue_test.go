@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,7 +254,7 @@ func TestConcurrentCalls(t *testing.T) {
 				n := running[i].Add(1)
 				for h := highest[i].Load(); n > h && !highest[i].CompareAndSwap(h, n); h = highest[i].Load() {
 				}
-				time.Sleep(10 * time.Microsecond) // a job
+				runtime.Gosched() // a job: others try for the slot meanwhile
 				running[i].Add(-1)
 				p.Release(s, target.Answered, nil)
 			}
