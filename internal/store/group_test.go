@@ -410,7 +410,8 @@ func TestGroupGatherBounded(t *testing.T) {
 	}{
 		{"more than come", 100, 50 * time.Millisecond},
 		{"none", 0, time.Hour},
-		{"fewer than queued", -1, time.Hour},
+		{"below none", -1, time.Hour},
+		{"as many as queued", 1, time.Hour},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g, sizes := gatheringGroup(t, c.want, c.wait)

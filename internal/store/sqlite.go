@@ -68,7 +68,7 @@ func OpenSQLite(ctx context.Context, path string, o Options) (*SQLite, error) {
 	}
 	var open int64
 	if err == nil {
-		err = w.QueryRowContext(ctx, `SELECT count(*) FROM calls WHERE state = 'open'`).Scan(&open)
+		err = w.QueryRowContext(ctx, sqliteCountOpen).Scan(&open)
 	}
 	if err != nil {
 		s.Close()

@@ -55,6 +55,10 @@ const (
 		WHERE state = 'open' AND owner = ?2 AND +started_at < ?1 RETURNING key_id, cost`
 )
 
+// sqliteCountOpen counts the open calls (by calls_open too), for the
+// writer's count of them: at open and in every group with a sweep.
+const sqliteCountOpen = `SELECT count(*) FROM calls WHERE state = 'open'`
+
 // each lists the statements with their SQL, for preparing and closing.
 func (st *sqliteStmts) each() []struct {
 	stmt *driver.Stmt
@@ -105,7 +109,7 @@ func (st *sqliteStmts) each() []struct {
 			UPDATE api_key_stats SET reserved_calls = reserved_calls - ?1, in_flight = in_flight - ?2, updated_at = ?3 WHERE id = ?4`},
 		{&st.releaseExpired, sqliteReleaseExpired},
 		{&st.releaseOwner, sqliteReleaseOwner},
-		{&st.countOpen, `SELECT count(*) FROM calls WHERE state = 'open'`},
+		{&st.countOpen, sqliteCountOpen},
 	}
 }
 
@@ -261,8 +265,9 @@ func (s *SQLite) commitGroup(ctx context.Context, writes []callWrite, results []
 	})
 }
 
-// openedCalls is how many calls a committed group opened, less those it
-// ended.
+// openedCalls is how many calls a committed group opened, less those its
+// settles and releases ended. (A group with a sweep counts the open calls
+// itself: see apply.)
 func openedCalls(writes []callWrite, results []callResult) int64 {
 	var n int64
 	for i, w := range writes {
@@ -271,8 +276,6 @@ func openedCalls(writes []callWrite, results []callResult) int64 {
 			n++
 		case (w.kind == settleWrite || w.kind == releaseWrite) && r.changed:
 			n--
-		case w.kind == sweepWrite:
-			n -= int64(r.released)
 		}
 	}
 	return n
